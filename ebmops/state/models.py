@@ -1,0 +1,42 @@
+"""ORM tables. Add a table per concept; keep JSON columns for open-ended payloads."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, DateTime, Float, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class TrainingRunRow(Base):
+    __tablename__ = "training_runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    dataset: Mapped[str] = mapped_column(String(200))
+    data_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(32), index=True)
+    device: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    model_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    model_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class QuarantineRow(Base):
+    __tablename__ = "quarantined_batches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    dataset: Mapped[str] = mapped_column(String(200))
+    region: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    n_rows: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    failures: Mapped[list] = mapped_column(JSON, default=list)
