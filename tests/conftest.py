@@ -68,3 +68,58 @@ def make_synthetic(n_normal: int = 2000, n_anomaly: int = 40, n_features: int = 
 @pytest.fixture
 def synthetic() -> Dataset:
     return make_synthetic()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server for the session (started on first use)."""
+    from tests.servers import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def state_url(request, tmp_path):
+    """The state store URL: every test using it runs on SQLite and on a real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    base = request.getfixturevalue("postgres_url")
+    # A fresh database per test keeps tests independent.
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    eng = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    eng.dispose()
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One real (temporary) Prefect server for the whole session; never nest harnesses."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture
+def flow_env(tmp_path, monkeypatch, data_home):
+    """Settings for a flow run, resolved from the environment as a real run would: a fresh
+    home for state and MLflow, with the session's kdd99 cache linked in (no re-download)."""
+    home = tmp_path / "home"
+    (home / "data").mkdir(parents=True)
+    cached = load_settings(home=data_home).data_dir / "kdd99.parquet"
+    if cached.exists():
+        (home / "data" / "kdd99.parquet").symlink_to(cached)
+    monkeypatch.setenv("EBMOPS_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    from ebmops.settings import get_settings
+
+    get_settings.cache_clear()
+    yield load_settings()
+    get_settings.cache_clear()

@@ -1,0 +1,66 @@
+"""The ``train`` flow: validate every regional batch, train, evaluate, register."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from ebmops.data import region_batches
+from ebmops.errors import ValidationFailed
+from ebmops.runtime import prepare_environment
+from ebmops.settings import load_settings
+from ebmops.state import open_store
+from ebmops.steps import train as steps
+
+# Retries only where they are safe: the fetch writes atomically, training resumes from its
+# checkpoint, registration is idempotent. Validation and evaluation are deterministic.
+load_task = task(steps.load, name="load-dataset", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+reference_task = task(steps.reference, name="reference-profile", cache_policy=NO_CACHE)
+validate_task = task(steps.validate_region, name="validate-batch", cache_policy=NO_CACHE)
+split_task = task(steps.split, name="split", cache_policy=NO_CACHE)
+fit_task = task(steps.fit, name="fit", retries=1, cache_policy=NO_CACHE)
+finalize_task = task(steps.finalize, name="calibrate-export", cache_policy=NO_CACHE)
+evaluate_task = task(steps.evaluate, name="evaluate", cache_policy=NO_CACHE)
+register_task = task(steps.register, name="register", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+
+
+@flow(name="train", log_prints=True)
+def train(dataset: str | None = None, epochs: int | None = None, device: str | None = None,
+          seed: int | None = None, progress: bool = True) -> dict:
+    """Validate each regional batch, train an EBM, evaluate it against IsolationForest and
+    register it as the ``challenger``."""
+    settings = steps.settings_for_run(load_settings(), dataset=dataset, epochs=epochs, device=device, seed=seed)
+    prepare_environment(settings)
+    log = get_run_logger()
+    store = open_store(settings)
+    ds = load_task(settings)
+    key = steps.run_key(ds, settings)
+    run = store.start_training_run(ds.name, data_fingerprint=ds.fingerprint())
+    try:
+        profile = reference_task(ds, settings)
+        validated = [validate_task(b, dataset=ds.name, region=r, profile=profile, settings=settings, store=store)
+                     for r, b in region_batches(ds).items()]
+        data_split = split_task(ds, settings)
+        result = fit_task(data_split, settings, key, progress=progress)
+        cand = finalize_task(result, data_split, settings, key)
+        metrics = evaluate_task(cand, data_split, settings)
+        name = settings.registry.model_name
+        draft = steps.summary_markdown(ds, cand, metrics, validated)
+        info = register_task(cand, metrics, ds, settings, summary_md=draft)
+        summary = steps.summary_markdown(ds, cand, metrics, validated, version=info.version, model_name=name)
+        create_markdown_artifact(summary, key="train-summary", description=f"{name} v{info.version}")
+        store.finish_training_run(run.id, status="registered", device=cand.device, seconds=cand.seconds,
+                                  metrics=metrics, mlflow_run_id=info.run_id, model_name=name,
+                                  model_version=info.version, message=cand.message)
+        log.info("registered %s version %s (alias challenger)", name, info.version)
+        return {"state_run_id": run.id, "model_name": name, "version": info.version, "mlflow_run_id": info.run_id,
+                "device": cand.device, "amp": cand.amp, "epochs": cand.epochs_completed,
+                "stopped_reason": cand.stopped_reason, "message": cand.message, "threshold": cand.threshold,
+                "metrics": metrics, "regions": validated, "dataset": ds.name}
+    except ValidationFailed as e:
+        store.finish_training_run(run.id, status="quarantined", message=str(e))
+        raise
+    except Exception as e:
+        store.finish_training_run(run.id, status="failed", message=f"{e.__class__.__name__}: {e}")
+        raise
