@@ -38,3 +38,57 @@ class TrainingStopped(EbmopsError):
 
 class RegistryError(EbmopsError):
     """The model registry refused an operation or does not hold what was asked for."""
+
+
+# ---- model sync (registry/objectstore, registry/bundle, registry/desired_state) -----------------
+
+
+class SyncError(EbmopsError):
+    """Publishing a model to a region, or reading one back, failed."""
+
+
+class StoreError(SyncError):
+    """A region's object store refused an operation or could not be reached."""
+
+
+class ObjectNotFound(StoreError):
+    """The object store holds no object under the key that was asked for."""
+
+    def __init__(self, message: str, *, key: str):
+        super().__init__(message)
+        self.key = key
+
+
+class SigningKeyMissing(ConfigError):
+    """No signing key is configured and dev mode is off; names the setting to set."""
+
+
+class SignatureError(SyncError):
+    """A signed document (manifest, desired state) does not verify with this process's key."""
+
+
+class BundleError(SyncError):
+    """A model bundle was refused. ``reason`` says what failed (e.g. ``bad-signature``,
+    ``blob-hash-mismatch``, ``blob-missing``); nothing was installed."""
+
+    def __init__(self, message: str, *, reason: str, model: str | None = None, version: str | None = None,
+                 key: str | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.model = model
+        self.version = version
+        self.key = key
+
+
+class DesiredStateError(SyncError):
+    """A desired-state document is invalid, unsigned, or would not advance the generation."""
+
+
+class RegionSyncFailed(SyncError):
+    """Publishing to some regions failed; ``results`` holds the regions that succeeded and
+    ``failures`` maps each failed region to its error."""
+
+    def __init__(self, message: str, *, results: dict, failures: dict):
+        super().__init__(message)
+        self.results = results
+        self.failures = failures

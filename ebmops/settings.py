@@ -15,11 +15,12 @@ Every field carries a description; ``ebmops config show`` prints the resolved va
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -59,29 +60,51 @@ class ValidationSettings(BaseModel):
 
 
 class TrainingSettings(BaseModel):
-    hidden: list[int] = Field(default_factory=lambda: [256, 256], min_length=1,
-                              description="Hidden layer widths of the energy MLP.")
+    """The energy model, its objective and its budgets. Defaults measured on kdd99 (docs/training.md)."""
+
+    hidden: list[int] = Field(default_factory=lambda: [128, 128], min_length=1,
+                              description="Hidden layer widths of the energy MLP (40-128-128-1 is about 43k FLOP per event).")
     epochs: int = Field(default=8, ge=1, description="Training epochs.")
-    batch_size: int = Field(default=256, ge=1, description="Minibatch size.")
-    lr: float = Field(default=1e-3, gt=0, description="Adam learning rate.")
+    batch_size: int = Field(default=512, ge=1, description="Minibatch size.")
+    lr: float = Field(default=2e-3, gt=0, description="Adam learning rate.")
     weight_decay: float = Field(default=0.0, ge=0, description="Adam weight decay.")
-    noise_sigma: float = Field(default=0.1, gt=0, description="Denoising score matching noise scale, in standardised feature units.")
+    objective: Literal["dsm", "nce"] = Field(default="dsm",
+                                             description="Training objective: 'dsm' (multi-scale denoising score matching) "
+                                                         "or 'nce' (noise-contrastive estimation against a wide Gaussian).")
+    noise_sigma_min: float = Field(default=0.2, gt=0,
+                                   description="Smallest denoising noise scale (dsm), in standardised feature units.")
+    noise_sigma_max: float = Field(default=2.0, gt=0,
+                                   description="Largest denoising noise scale (dsm); scales are drawn log-uniformly in between.")
+    nce_noise_sigma: float = Field(default=2.0, gt=0,
+                                   description="Standard deviation of the Gaussian noise distribution (nce), in standardised units.")
+    std_floor: float = Field(default=1e-3, gt=0,
+                             description="Smallest per-feature standard deviation used to standardise inputs (raw units); "
+                                         "keeps features that are constant in training from dividing by zero.")
     seed: int = Field(default=0, description="Seed for weights, shuffling and noise; equal seeds give equal weights.")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(default="auto", description="auto picks CUDA, then MPS, then CPU.")
-    amp: bool = Field(default=True, description="Mixed precision (bf16 autocast) on CUDA.")
-    threads: int = Field(default=0, ge=0, description="torch CPU threads; 0 keeps torch's default.")
+    amp: bool = Field(default=True, description="Mixed precision on CUDA: bf16 autocast, or fp16 with loss scaling "
+                                                "on GPUs without bf16.")
+    threads: int = Field(default=0, ge=0, description="torch CPU threads while training; 0 keeps torch's default.")
     threshold_quantile: float = Field(default=0.995, gt=0, lt=1,
                                       description="Alert threshold = this quantile of energies on held-out normal events.")
     train_fraction: float = Field(default=0.5, gt=0, lt=1, description="Share of normal events used for training.")
     calibration_fraction: float = Field(default=0.1, gt=0, lt=1,
                                         description="Share of normal events held out to calibrate the threshold.")
     time_budget_s: float | None = Field(default=None, gt=0,
-                                        description="Wall-time budget; training stops cleanly after the epoch that exceeds it.")
+                                        description="Wall-time budget of a training run (across resumes); training stops "
+                                                    "cleanly after the epoch that exceeds it.")
     price_per_device_hour: dict[str, float] = Field(default_factory=lambda: {"cpu": 0.05, "cuda": 2.5, "mps": 0.1},
                                                     description="Price per device-hour, by device type (currency units).")
     cost_ceiling: float | None = Field(default=None, gt=0,
-                                       description="Training stops cleanly before its cost would pass this amount.")
+                                       description="Training stops cleanly before an epoch whose projected cost "
+                                                   "(across resumes) would pass this amount.")
     baseline_trees: int = Field(default=100, ge=1, description="Trees of the IsolationForest baseline.")
+
+    @model_validator(mode="after")
+    def _check_noise(self) -> "TrainingSettings":
+        if self.noise_sigma_min > self.noise_sigma_max:
+            raise ValueError("training.noise_sigma_min must not exceed training.noise_sigma_max")
+        return self
 
 
 class RegistrySettings(BaseModel):
@@ -90,6 +113,124 @@ class RegistrySettings(BaseModel):
     artifact_root: Path | None = Field(default=None, description="MLflow artifact root for new experiments; default <home>/mlartifacts.")
     experiment: str = Field(default="ebmops", description="MLflow experiment for training runs.")
     model_name: str = Field(default="ebm-anomaly", description="Registered model name.")
+    http_max_retries: int = Field(default=2, ge=0, le=10,
+                                  description="Retries of a failed call to a remote MLflow server (sets MLFLOW_HTTP_REQUEST_MAX_RETRIES); "
+                                              "MLflow's own default of 7 makes a down server look like a hang of minutes.")
+    http_timeout_s: int = Field(default=30, ge=1,
+                                description="Timeout in seconds of one call to a remote MLflow server (sets MLFLOW_HTTP_REQUEST_TIMEOUT).")
+
+
+class GateSettings(BaseModel):
+    """Thresholds of the promotion gate (gates/). A check fails past its threshold; a measurement that is
+    missing or too small to trust makes it inconclusive, which holds the model for a human."""
+
+    latency_p95_budget_ms: float = Field(default=100.0, gt=0,
+                                         description="Single-event p95 latency budget of the exported TorchScript model, ms.")
+    latency_tolerance: float = Field(default=0.20, ge=0,
+                                     description="Fail when the candidate is slower than the champion by more than this share "
+                                                 "(p95 single-event latency or batch-1024 throughput, measured in the same run).")
+    latency_iterations: int = Field(default=3000, ge=100,
+                                    description="Timed single-event calls per model in the latency benchmark.")
+    latency_warmup: int = Field(default=200, ge=0, description="Untimed calls per model and batch size before timing.")
+    latency_min_iterations: int = Field(default=1000, ge=1,
+                                        description="Fewer timed calls than this make the latency check inconclusive "
+                                                    "(a p99 needs about 10 samples above it).")
+    latency_timeout_s: float = Field(default=120.0, gt=0, description="Time limit of the benchmark subprocess.")
+    energy_shift_max: float = Field(default=0.10, gt=0,
+                                    description="Fail when Δ (W1 / reference IQR-sigma, see drift/delta.py) between the "
+                                                "candidate's calibration energies and its window energies exceeds this.")
+    energy_min_effective_samples: int = Field(default=2000, ge=1,
+                                              description="n·m/(n+m) of the two energy samples below which Δ is inconclusive "
+                                                          "(its 99 % noise floor 2.5/sqrt(n_eff) would near the threshold).")
+    alert_rate_max_ratio: float = Field(default=2.0, gt=1,
+                                        description="Candidate/champion alert-rate ratio outside [1/x, x] is a storm or a "
+                                                    "silent model, when the absolute gap also exceeds alert_rate_abs_tolerance.")
+    alert_rate_abs_tolerance: float = Field(default=0.002, ge=0, le=1,
+                                            description="Alert-rate gaps up to this (share of events) never fail: at a 0.5 % "
+                                                        "base rate it is about 3 Poisson sd on a 10k-event window.")
+    alert_rate_ceiling: float = Field(default=0.05, gt=0, le=1,
+                                      description="Absolute ceiling on the candidate's alert rate, applied with or without a champion.")
+    alert_min_events: int = Field(default=2000, ge=1,
+                                  description="A benchmark window with fewer events makes the alert-rate checks inconclusive.")
+    auroc_max_drop: float = Field(default=0.005, ge=0, description="Fail when holdout AUROC is below the champion's by more than this.")
+    ap_max_drop: float = Field(default=0.02, ge=0,
+                               description="Fail when holdout average precision is below the champion's by more than this.")
+    auroc_floor: float = Field(default=0.95, ge=0, le=1, description="Absolute minimum holdout AUROC.")
+    ap_floor: float = Field(default=0.20, ge=0, le=1, description="Absolute minimum holdout average precision.")
+    detection_min_positives: int = Field(default=10, ge=1,
+                                         description="A holdout with fewer labelled anomalies (or normals) makes detection inconclusive.")
+    feature_drift_method: Literal["wasserstein", "psi", "jensenshannon", "hellinger", "kl_div", "ed", "ks",
+                                  "anderson", "mannw", "cramer_von_mises", "t_test"] = Field(
+        default="wasserstein",
+        description="Evidently per-feature drift method; distance methods drift ABOVE the threshold, p-value methods "
+                    "(ks, anderson, mannw, cramer_von_mises, t_test) BELOW it.")
+    feature_drift_threshold: float = Field(default=0.1, gt=0, description="Per-feature drift threshold of that method.")
+    max_drifted_share: float = Field(default=0.3, ge=0, le=1,
+                                     description="Fail when more than this share of features drifts (window vs training data).")
+    feature_drift_max_rows: int = Field(default=20000, ge=100,
+                                        description="Rows sampled from each frame for the Evidently drift report.")
+    cost_ceiling: float = Field(default=1.0, gt=0,
+                                description="Fail when the training cost (device-hours x price) is above this (currency units).")
+
+
+REGION_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,39}$"
+
+
+class RegionStoreSettings(BaseModel):
+    """Where one region's object store lives (registry/objectstore). Regions not listed under
+    ``sync.regions`` use a local directory, ``<home>/stores/<region>``."""
+
+    kind: Literal["local", "s3"] = Field(default="local", description="'local' (a directory) or 's3' (any S3 API, through boto3).")
+    path: Path | None = Field(default=None, description="Root directory of a local store; default <home>/stores/<region>.")
+    endpoint_url: str | None = Field(default=None, description="S3 endpoint URL, e.g. http://127.0.0.1:8333; unset means AWS.")
+    bucket: str | None = Field(default=None, description="S3 bucket; default ebmops-<region>. Created on first write when missing.")
+    prefix: str = Field(default="", description="Key prefix inside the bucket, to share a bucket between deployments.")
+    region_name: str = Field(default="us-east-1", description="S3 signing region.")
+    access_key: SecretStr | None = Field(default=None, description="S3 access key id; unset uses boto3's credential chain.")
+    secret_key: SecretStr | None = Field(default=None, description="S3 secret access key; set together with access_key.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "RegionStoreSettings":
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ValueError("set both access_key and secret_key of a region store, or neither")
+        if self.kind == "local" and (self.endpoint_url or self.bucket):
+            raise ValueError("endpoint_url and bucket apply to kind 's3' only; set kind: s3")
+        return self
+
+
+class SyncSettings(BaseModel):
+    """Model sync to regional stores: signing of bundles and desired states, and the stores."""
+
+    signing_key: SecretStr | None = Field(default=None,
+                                          description="HMAC-SHA256 secret (at least 32 characters), or for ed25519 the private "
+                                                      "key as 64 hex characters or PEM. Env: EBMOPS_SYNC__SIGNING_KEY.")
+    signing_key_file: Path | None = Field(default=None,
+                                          description="File holding the signing key (a mounted secret); used when signing_key is unset.")
+    signing_algorithm: Literal["hmac-sha256", "ed25519"] = Field(default="hmac-sha256",
+                                                                 description="How manifests and desired states are signed.")
+    verify_key: str | None = Field(default=None,
+                                   description="ed25519 only: public key (64 hex characters or PEM) for nodes that verify "
+                                               "but must not sign. Env: EBMOPS_SYNC__VERIFY_KEY.")
+    dev_mode: bool = Field(default=False,
+                           description="Allow a fixed, public development key when no key is set (never in production).")
+    regions: dict[str, RegionStoreSettings] = Field(default_factory=dict,
+                                                    description="Object store per region; unlisted regions use a local store.")
+    max_workers: int = Field(default=8, ge=1, le=64, description="Threads for concurrent region publishes and blob uploads.")
+    cache_dir: Path | None = Field(default=None, description="Verified blob cache of a node; default <home>/cache/blobs.")
+    s3_connect_timeout_s: float = Field(default=5.0, gt=0, description="S3 connect timeout.")
+    s3_read_timeout_s: float = Field(default=60.0, gt=0, description="S3 read timeout.")
+    s3_max_attempts: int = Field(default=3, ge=1, le=10, description="S3 attempts per call (boto3 standard retry mode).")
+    multipart_threshold_mb: int = Field(default=16, ge=5,
+                                        description="Files at least this large upload to S3 in concurrent multipart chunks.")
+
+    @field_validator("regions")
+    @classmethod
+    def _region_names(cls, v: dict[str, RegionStoreSettings]) -> dict[str, RegionStoreSettings]:
+        bad = [r for r in v if not re.match(REGION_NAME_PATTERN, r)]
+        if bad:
+            raise ValueError(f"region names {bad} must be lowercase letters, digits and '-' (at most 40), "
+                             "as they name directories and buckets")
+        return v
 
 
 class Settings(BaseSettings):
@@ -105,6 +246,8 @@ class Settings(BaseSettings):
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
 
     @field_validator("home")
     @classmethod
