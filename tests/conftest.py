@@ -123,3 +123,12 @@ def flow_env(tmp_path, monkeypatch, data_home):
     get_settings.cache_clear()
     yield load_settings()
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs():
+    """A real SeaweedFS S3 server for the session (started on first use), with its credentials."""
+    from tests.servers import seaweedfs_server
+
+    with seaweedfs_server() as server:
+        yield server

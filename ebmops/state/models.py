@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, Float, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -40,3 +40,23 @@ class QuarantineRow(Base):
     n_rows: Mapped[int] = mapped_column(Integer)
     path: Mapped[str] = mapped_column(Text)
     failures: Mapped[list] = mapped_column(JSON, default=list)
+
+
+class SyncRecordRow(Base):
+    """One region's part of one model sync: how long it took and what it moved."""
+
+    __tablename__ = "sync_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sync_id: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    model_name: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[str] = mapped_column(String(128))
+    region: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    seconds: Mapped[float] = mapped_column(Float)
+    bytes_uploaded: Mapped[int] = mapped_column(BigInteger, default=0)
+    blobs_uploaded: Mapped[int] = mapped_column(Integer, default=0)
+    blobs_skipped: Mapped[int] = mapped_column(Integer, default=0)
+    generation: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)

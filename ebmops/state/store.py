@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ebmops.errors import EbmopsError
-from ebmops.state.models import Base, QuarantineRow, TrainingRunRow
+from ebmops.state.models import Base, QuarantineRow, SyncRecordRow, TrainingRunRow
 
 
 def utcnow() -> datetime:
@@ -165,6 +165,65 @@ class StateStore:
             rows = s.scalars(select(QuarantineRow).order_by(QuarantineRow.id.desc()).limit(limit)).all()
             return [QuarantineRecord.from_row(r) for r in rows]
 
+    # ---- model syncs to regions -----------------------------------------------------------
+    def record_sync(self, *, sync_id: str, model_name: str, version: str, region: str, status: str, seconds: float,
+                    bytes_uploaded: int = 0, blobs_uploaded: int = 0, blobs_skipped: int = 0,
+                    generation: int | None = None, message: str | None = None) -> "SyncRecord":
+        """Record one region's outcome of a sync (``status`` 'ok' or 'failed')."""
+        if status not in SYNC_STATUSES:
+            raise ValueError(f"sync status must be one of {sorted(SYNC_STATUSES)}, got {status!r}")
+        if seconds < 0 or min(bytes_uploaded, blobs_uploaded, blobs_skipped) < 0:
+            raise ValueError("sync seconds, bytes and blob counts cannot be negative")
+        row = SyncRecordRow(sync_id=sync_id, created_at=utcnow(), model_name=model_name, version=version, region=region,
+                            status=status, seconds=float(seconds), bytes_uploaded=int(bytes_uploaded),
+                            blobs_uploaded=int(blobs_uploaded), blobs_skipped=int(blobs_skipped),
+                            generation=generation, message=message)
+        with self.session() as s:
+            s.add(row)
+            s.flush()
+            return SyncRecord.from_row(row)
+
+    def list_syncs(self, *, model_name: str | None = None, version: str | None = None, region: str | None = None,
+                   sync_id: str | None = None, limit: int = 50) -> list["SyncRecord"]:
+        """Sync records, newest first, optionally filtered."""
+        q = select(SyncRecordRow)
+        for col, val in ((SyncRecordRow.model_name, model_name), (SyncRecordRow.version, version),
+                         (SyncRecordRow.region, region), (SyncRecordRow.sync_id, sync_id)):
+            if val is not None:
+                q = q.where(col == val)
+        with self.session() as s:
+            rows = s.scalars(q.order_by(SyncRecordRow.id.desc()).limit(limit)).all()
+            return [SyncRecord.from_row(r) for r in rows]
+
 
 def open_store(settings) -> StateStore:
     return StateStore(settings.resolved_state_url)
+
+
+SYNC_STATUSES = {"ok", "failed"}
+
+
+@dataclass
+class SyncRecord:
+    """One region's outcome of publishing a model version (see registry/publish.py)."""
+
+    id: int
+    sync_id: str
+    created_at: datetime
+    model_name: str
+    version: str
+    region: str
+    status: str
+    seconds: float
+    bytes_uploaded: int
+    blobs_uploaded: int
+    blobs_skipped: int
+    generation: int | None = None
+    message: str | None = None
+
+    @classmethod
+    def from_row(cls, r: SyncRecordRow) -> "SyncRecord":
+        return cls(id=r.id, sync_id=r.sync_id, created_at=_aware(r.created_at), model_name=r.model_name,
+                   version=r.version, region=r.region, status=r.status, seconds=r.seconds,
+                   bytes_uploaded=r.bytes_uploaded, blobs_uploaded=r.blobs_uploaded, blobs_skipped=r.blobs_skipped,
+                   generation=r.generation, message=r.message)

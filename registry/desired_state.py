@@ -1,0 +1,154 @@
+"""The desired state of a model in one region: what its nodes should serve.
+
+Each region's store holds one signed document per model at ``desired/<model>.json``::
+
+    stable_version    the version every node serves
+    canary_version    an optional second version, served to ``canary_weight`` of the traffic
+    generation        an integer that only grows; each write is generation + 1
+
+The control plane writes it, nodes read it (Flagger keeps rollout status the same way: one
+persisted record the controller can resume from). It is written *last*: after the bundles it
+names are published, ``write_desired`` checks that their manifests exist, so a node never
+reads a desired state it cannot act on.
+
+Why a generation: it orders documents without trusting clocks. ``write_desired`` refuses a
+document whose generation does not exceed the stored one (a stale controller cannot roll a
+region back), and a node should ignore a document older than the one it applied (an attacker
+replaying an old, validly signed document cannot either). The check is read-then-write, so one
+control plane must be the single writer per region.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ebmops.errors import DesiredStateError, ObjectNotFound, SignatureError
+from registry.manifest import NAME_PATTERN, manifest_key
+from registry.objectstore.base import ObjectStore
+from registry.signing import SigningKey, sign_document, verify_document
+
+DESIRED_TYPE = "ebmops.desired-state/1"
+
+
+def desired_key(model: str) -> str:
+    """Store key of ``model``'s desired-state document."""
+    return f"desired/{model}.json"
+
+
+class DesiredState(BaseModel):
+    """What a region's nodes should serve for one model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["ebmops.desired-state/1"] = DESIRED_TYPE
+    model: str = Field(pattern=NAME_PATTERN)
+    stable_version: str = Field(pattern=NAME_PATTERN)
+    canary_version: str | None = Field(default=None, pattern=NAME_PATTERN)
+    canary_weight: float = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False,
+                                 description="Share of traffic for the canary version, 0..1.")
+    generation: int = Field(ge=1, description="Grows by one with every write.")
+    updated_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    updated_by: str = Field(default="ebmops", min_length=1, max_length=200)
+    signature: dict[str, str] | None = None
+
+    @model_validator(mode="after")
+    def _check_canary(self) -> "DesiredState":
+        if self.canary_weight > 0 and self.canary_version is None:
+            raise ValueError("canary_weight > 0 needs a canary_version")
+        if self.canary_version is not None and self.canary_version == self.stable_version:
+            raise ValueError(f"canary_version equals stable_version ({self.stable_version}); clear the canary instead")
+        return self
+
+    def versions(self) -> list[str]:
+        """The versions this state needs installed: stable, then the canary if any."""
+        return [self.stable_version] + ([self.canary_version] if self.canary_version else [])
+
+    def document(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def same_target(self, other: "DesiredState | None") -> bool:
+        """Whether ``other`` asks for the same versions and weight (generation and audit fields aside)."""
+        return other is not None and (self.stable_version, self.canary_version, self.canary_weight) == (
+            other.stable_version, other.canary_version, other.canary_weight)
+
+
+def make_desired(model: str, *, stable_version: str, canary_version: str | None = None, canary_weight: float = 0.0,
+                 generation: int, updated_by: str = "ebmops") -> DesiredState:
+    """Build a DesiredState, turning validation failures into DesiredStateError."""
+    try:
+        return DesiredState(model=model, stable_version=stable_version, canary_version=canary_version,
+                            canary_weight=canary_weight, generation=generation, updated_by=updated_by)
+    except ValidationError as e:
+        raise DesiredStateError(f"invalid desired state for {model}: {_first(e)}") from e
+
+
+def next_desired(current: DesiredState | None, model: str, *, stable_version: str, canary_version: str | None = None,
+                 canary_weight: float = 0.0, updated_by: str = "ebmops") -> DesiredState:
+    """The state that follows ``current`` (or the first one) with these versions: generation + 1."""
+    return make_desired(model, stable_version=stable_version, canary_version=canary_version,
+                        canary_weight=canary_weight, generation=(current.generation if current else 0) + 1,
+                        updated_by=updated_by)
+
+
+def read_desired(store: ObjectStore, model: str, key: SigningKey) -> DesiredState | None:
+    """The verified desired state of ``model`` in ``store``, or None when none was written.
+
+    Raises:
+        DesiredStateError: the document is unreadable, fails its signature, or is invalid.
+    """
+    dkey = desired_key(model)
+    where = f"{store.description}/{dkey}"
+    try:
+        raw = store.get_bytes(dkey)
+    except ObjectNotFound:
+        return None
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DesiredStateError(f"{where} is not JSON: {e}") from e
+    try:
+        verify_document(doc, key, what=f"desired state {where}")
+    except SignatureError as e:
+        raise DesiredStateError(f"refused: {e}") from e
+    try:
+        state = DesiredState.model_validate(doc)
+    except ValidationError as e:
+        raise DesiredStateError(f"{where} is signed but invalid: {_first(e)}") from e
+    if state.model != model:
+        raise DesiredStateError(f"{where} names model {state.model}, not {model}")
+    return state
+
+
+def write_desired(store: ObjectStore, new: DesiredState, key: SigningKey, *,
+                  check_manifests: bool = True) -> DesiredState:
+    """Sign and store ``new`` as the desired state of its model; returns the signed document.
+
+    Raises:
+        DesiredStateError: ``new.generation`` does not exceed the stored generation, the stored
+            document fails verification, or (with ``check_manifests``) a version it names has no
+            manifest in this store.
+    """
+    current = read_desired(store, new.model, key)
+    if current is not None and new.generation <= current.generation:
+        raise DesiredStateError(f"{store.description}: generation {new.generation} of {new.model} does not exceed "
+                                f"the stored generation {current.generation}; re-read the desired state and "
+                                "write generation + 1")
+    if check_manifests:
+        missing = [v for v in new.versions() if not store.exists(manifest_key(new.model, v))]
+        if missing:
+            raise DesiredStateError(f"{store.description}: {new.model} versions {missing} are not published here; "
+                                    "publish their bundles before naming them in the desired state")
+    signed = DesiredState.model_validate(sign_document(new.document(), key))
+    body = json.dumps(signed.document(), sort_keys=True, indent=1) + "\n"
+    store.put_bytes(desired_key(new.model), body.encode("utf-8"))
+    return signed
+
+
+def _first(e: ValidationError) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(x) for x in err.get("loc", ())) or "document"
+    return f"{loc}: {err['msg']}"
