@@ -1,0 +1,18 @@
+"""Small settings and checks shared by the training tests."""
+
+from __future__ import annotations
+
+import torch
+
+from ebmops.settings import TrainingSettings
+
+
+def small_cfg(**overrides) -> TrainingSettings:
+    """A tiny, fast configuration for synthetic data (a few hundred ms per training)."""
+    base = dict(hidden=[32, 32], epochs=5, batch_size=128, lr=3e-3, device="cpu", seed=0)
+    return TrainingSettings(**{**base, **overrides})
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

@@ -1,0 +1,63 @@
+"""Run one training job in its own process: ``python -m training.run SPEC.json``.
+
+The spec is a JSON object::
+
+    {"x_train": "rows.npy",            # float32 [events, features], raw features
+     "training": {...},                # TrainingSettings fields (defaults for the rest)
+     "checkpoint_dir": "ckpt/",        # optional; enables per-epoch checkpoints
+     "resume": true,                   # continue from checkpoint_dir when it holds one
+     "output": "model.pt",             # where the final (spec, state_dict) is saved, atomically
+     "progress": false}
+
+On success it prints one JSON line summarising the :class:`~training.trainer.TrainResult`
+and exits 0; a configuration error exits 2 with the message on stderr. Killing the process
+at any point leaves at worst the last complete checkpoint, from which the same command
+resumes: this is what the kill-and-resume test drives.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+
+from ebmops.errors import EbmopsError
+from ebmops.settings import TrainingSettings
+from training.atomic import atomic_write
+from training.trainer import train_energy_model
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m training.run SPEC.json", file=sys.stderr)
+        return 2
+    spec = json.loads(Path(args[0]).read_text())
+    try:
+        cfg = TrainingSettings(**spec.get("training", {}))
+    except ValidationError as e:
+        print(f"error: invalid training settings in {args[0]}: {e}", file=sys.stderr)
+        return 2
+    try:
+        x = np.load(spec["x_train"])
+        ckpt = spec.get("checkpoint_dir")
+        result = train_energy_model(x, cfg, checkpoint_dir=Path(ckpt) if ckpt else None,
+                                    resume=bool(spec.get("resume", True)), progress=bool(spec.get("progress", False)))
+    except EbmopsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    if spec.get("output"):
+        payload = {"spec": result.model.spec(), "state_dict": result.model.state_dict()}
+        atomic_write(Path(spec["output"]), lambda f: torch.save(payload, f))
+    print(json.dumps({"epochs_completed": result.epochs_completed, "epochs_planned": result.epochs_planned,
+                      "resumed_from_epoch": result.resumed_from_epoch, "seconds": result.seconds,
+                      "stopped_reason": result.stopped_reason, "message": result.message}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
