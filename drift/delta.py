@@ -20,6 +20,15 @@ energies on the recent window) must therefore not change when *both* samples go 
   right-skewed: a few anomalies in the calibration sample inflate the standard deviation and would
   make Δ blind to a shift of the bulk. (Evidently's "wasserstein" divides by the std instead.)
 
+Tail trim: W1 is taken over the quantile levels ``[0, 1 - trim]`` only (default ``trim`` 0.01),
+``W1_trim = ∫_0^{0.99} |F_ref^-1(u) - F_cur^-1(u)| du``. An EBM's energies are heavy-tailed (on kdd99
+the 99.9th percentile sits 100 IQR-sigmas above the median), so the untrimmed W1 is dominated by the
+top percent of events: two halves of one week of normal traffic differed by Δ 0.07, and a candidate's
+calibration energies and its window by 0.12, with nothing shifted. Trimmed, the same pairs read 0.014
+and 0.018, while a planted shift of ten features reads 25. The top percent is not ignored: it is where
+the alerts are, and the alert-rate checks (gate, canary) watch it. Quantile levels map through any
+``a·e + b`` with ``a > 0``, so the trimmed Δ keeps the gauge invariance.
+
 Zero spread: when the IQR is zero (over half the reference tied) the standard deviation is used;
 when that is zero too (a constant reference), Δ is 0 if the current sample is the same constant and
 ``inf`` otherwise (any movement away from a point mass is infinitely many spreads).
@@ -57,9 +66,12 @@ def _as_sample(x, name: str) -> np.ndarray:
     return a
 
 
-def _w1_sorted(xs: np.ndarray, ys: np.ndarray) -> float:
-    """Exact W1 between two sorted samples: the area between their quantile functions."""
+def _w1_sorted(xs: np.ndarray, ys: np.ndarray, upper: float = 1.0) -> float:
+    """Exact W1 between two sorted samples: the area between their quantile functions over the
+    quantile levels [0, upper] (upper < 1 trims the top tail)."""
     n, m = xs.size, ys.size
+    if upper < 1.0:
+        return _w1_sorted_trimmed(xs, ys, upper)
     if n == m:
         return float(np.mean(np.abs(xs - ys)))
     if n * m >= 2**62:  # the integer breakpoints below would overflow int64; merge by sorting instead
@@ -84,6 +96,21 @@ def _w1_sorted(xs: np.ndarray, ys: np.ndarray) -> float:
     # On the segment (u_prev, u], the quantile functions sit at sorted indices ceil(u/m)-1 and ceil(u/n)-1.
     ix = (u + m - 1) // m - 1
     iy = (u + n - 1) // n - 1
+    return float(np.dot(np.abs(xs[ix] - ys[iy]), du))
+
+
+def _w1_sorted_trimmed(xs: np.ndarray, ys: np.ndarray, upper: float) -> float:
+    """W1 over quantile levels [0, upper]: the merged breakpoints of both quantile functions, with
+    every segment clipped at ``upper``. Exact; O(n + m) after sorting."""
+    n, m = xs.size, ys.size
+    u = np.union1d(np.arange(1, n + 1) / n, np.arange(1, m + 1) / m)
+    u = u[u < upper]
+    u = np.append(u, upper)
+    du = np.diff(u, prepend=0.0)
+    # On the segment (u_prev, u], the quantile functions sit at sorted indices ceil(u*n)-1 and ceil(u*m)-1;
+    # a tiny relative slack keeps float round-off at a shared breakpoint from stepping an index too far.
+    ix = np.minimum(np.ceil(u * n - 1e-9).astype(np.int64) - 1, n - 1).clip(0)
+    iy = np.minimum(np.ceil(u * m - 1e-9).astype(np.int64) - 1, m - 1).clip(0)
     return float(np.dot(np.abs(xs[ix] - ys[iy]), du))
 
 
@@ -114,16 +141,21 @@ def robust_spread(x) -> float:
     return _spread_sorted(np.sort(_as_sample(x, "reference")))
 
 
-def energy_shift(reference, current) -> float:
-    """Δ = W1(reference, current) / robust_spread(reference); invariant under e -> a*e + b, a > 0.
+TAIL_TRIM = 0.01  # share of the top quantile levels left out of W1 (see the module docstring)
+
+
+def energy_shift(reference, current, *, trim: float = TAIL_TRIM) -> float:
+    """Δ = W1 over quantile levels [0, 1-trim] / robust_spread(reference); invariant under e -> a*e + b, a > 0.
 
     ``reference`` is the candidate's calibration energies, ``current`` its energies on the window.
     Returns 0.0 for identical samples and ``inf`` when the reference is a single repeated value and
     the current sample is not. Raises ValueError on an empty sample or NaN/inf energies.
     """
+    if not 0.0 <= trim < 0.5:
+        raise ValueError(f"trim must be in [0, 0.5), got {trim!r}")
     xs = np.sort(_as_sample(reference, "reference"))
     ys = np.sort(_as_sample(current, "current"))
-    w1 = _w1_sorted(xs, ys)
+    w1 = _w1_sorted(xs, ys, 1.0 - trim)
     spread = _spread_sorted(xs)
     if spread > 0:
         return w1 / spread

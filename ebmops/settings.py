@@ -139,7 +139,7 @@ class GateSettings(BaseModel):
                                                     "(a p99 needs about 10 samples above it).")
     latency_timeout_s: float = Field(default=120.0, gt=0, description="Time limit of the benchmark subprocess.")
     energy_shift_max: float = Field(default=0.10, gt=0,
-                                    description="Fail when Δ (W1 / reference IQR-sigma, see drift/delta.py) between the "
+                                    description="Fail when Δ (tail-trimmed W1 / reference IQR-sigma, see drift/delta.py) between the "
                                                 "candidate's calibration energies and its window energies exceeds this.")
     energy_min_effective_samples: int = Field(default=2000, ge=1,
                                               description="n·m/(n+m) of the two energy samples below which Δ is inconclusive "

@@ -12,6 +12,7 @@ from ebmops.runtime import prepare_environment
 from ebmops.settings import load_settings
 from ebmops.state import open_store
 from ebmops.steps import train as steps
+from flows.gate import gate as gate_flow
 
 # Retries only where they are safe: the fetch writes atomically, training resumes from its
 # checkpoint, registration is idempotent. Validation and evaluation are deterministic.
@@ -27,9 +28,9 @@ register_task = task(steps.register, name="register", retries=2, retry_delay_sec
 
 @flow(name="train", log_prints=True)
 def train(dataset: str | None = None, epochs: int | None = None, device: str | None = None,
-          seed: int | None = None, progress: bool = True) -> dict:
-    """Validate each regional batch, train an EBM, evaluate it against IsolationForest and
-    register it as the ``challenger``."""
+          seed: int | None = None, progress: bool = True, run_gate: bool = True) -> dict:
+    """Validate each regional batch, train an EBM, evaluate it against IsolationForest,
+    register it as the ``challenger`` and (unless ``run_gate`` is false) gate it."""
     settings = steps.settings_for_run(load_settings(), dataset=dataset, epochs=epochs, device=device, seed=seed)
     prepare_environment(settings)
     log = get_run_logger()
@@ -54,7 +55,8 @@ def train(dataset: str | None = None, epochs: int | None = None, device: str | N
                                   metrics=metrics, mlflow_run_id=info.run_id, model_name=name,
                                   model_version=info.version, message=cand.message)
         log.info("registered %s version %s (alias challenger)", name, info.version)
-        return {"state_run_id": run.id, "model_name": name, "version": info.version, "mlflow_run_id": info.run_id,
+        gated = gate_flow(version=info.version) if run_gate else None
+        return {"gate": gated, "state_run_id": run.id, "model_name": name, "version": info.version, "mlflow_run_id": info.run_id,
                 "device": cand.device, "amp": cand.amp, "epochs": cand.epochs_completed,
                 "stopped_reason": cand.stopped_reason, "message": cand.message, "threshold": cand.threshold,
                 "metrics": metrics, "regions": validated, "dataset": ds.name}

@@ -132,7 +132,7 @@ def check_energy_drift(delta: float | None, cfg: GateSettings, *, n_reference: i
     ok = delta <= limit
     return CheckResult(name, PASS if ok else FAIL, delta, limit,
                        f"energy shift Δ {delta:.3f} {'within' if ok else 'over'} {limit:g} "
-                       "(W1 / reference IQR-sigma, window vs calibration)", details)
+                       "(tail-trimmed W1 / reference IQR-sigma, window vs calibration)", details)
 
 
 def check_alert_rate(candidate_rate: float | None, champion_rate: float | None, cfg: GateSettings, *,

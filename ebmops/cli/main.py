@@ -7,6 +7,7 @@ import sys
 import typer
 
 from ebmops.cli import data as data_cmd
+from ebmops.cli import gate as gate_cmd
 from ebmops.cli import models as models_cmd
 from ebmops.cli import train as train_cmd
 from ebmops.cli.output import err_console
@@ -21,6 +22,7 @@ app.add_typer(models_cmd.models_app, name="models")
 app.add_typer(models_cmd.runs_app, name="runs")
 app.command("validate")(data_cmd.validate)
 app.command("train")(train_cmd.train)
+app.command("gate")(gate_cmd.gate)
 app.command("demo")(train_cmd.demo)
 
 

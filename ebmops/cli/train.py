@@ -7,6 +7,7 @@ import time
 import typer
 
 from ebmops.cli import context
+from ebmops.cli.gate import print_gate, raise_for_verdict
 from ebmops.cli.output import console, print_json, print_kv, print_table
 
 
@@ -19,8 +20,8 @@ def _result_tables(res: dict, settings) -> None:
                 ["model", "AUROC", "average precision", "seconds"], title=f"detection on the {res['dataset']} holdout")
     print_kv({"model": f"{res['model_name']} v{res['version']} (alias challenger)", "device": res["device"],
               "mixed precision": res["amp"], "epochs": res["epochs"], "training time (s)": m.get("train_seconds"),
-              "training events/s": m.get("train_events_per_s"), "alert threshold": res["threshold"],
-              "stopped early": res.get("message") or "no"}, title="training")
+              "training events/s": m.get("events_per_s"), "alert threshold": res["threshold"],
+              "stopped early": res.get("message") if res.get("stopped_reason") else "no"}, title="training")
 
 
 def mlflow_ui_hint(settings) -> str:
@@ -32,19 +33,27 @@ def train(dataset: str = typer.Option(None, help="Dataset name: kdd99 or one und
           epochs: int = typer.Option(None, min=1, help="Override training.epochs."),
           device: str = typer.Option(None, help="auto | cpu | cuda | mps (overrides training.device)."),
           seed: int = typer.Option(None, help="Override training.seed."),
+          gate: bool = typer.Option(True, "--gate/--no-gate", help="Gate the new version at the end."),
           json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Run the train flow locally: validate, train, evaluate, register the challenger."""
+    """Run the train flow locally: validate, train, evaluate, register the challenger, gate it.
+
+    Exits 3 when a batch fails validation, 4 when the gate fails, 5 when it holds for review."""
     if device is not None and device not in ("auto", "cpu", "cuda", "mps"):
         raise typer.BadParameter(f"--device must be auto, cpu, cuda or mps, not '{device}'")
     s = context.settings()
     from flows.train import train as train_flow
 
-    res = train_flow(dataset=dataset, epochs=epochs, device=device, seed=seed, progress=not json_out)
+    res = train_flow(dataset=dataset, epochs=epochs, device=device, seed=seed, progress=not json_out,
+                     run_gate=gate)
     if json_out:
         print_json(res)
-        return
-    _result_tables(res, s)
-    console.print(f"MLflow UI: [bold]{mlflow_ui_hint(s)}[/bold]")
+    else:
+        _result_tables(res, s)
+        if res.get("gate"):
+            print_gate(res["gate"]["report"])
+        console.print(f"MLflow UI: [bold]{mlflow_ui_hint(s)}[/bold]")
+    if res.get("gate"):
+        raise_for_verdict(res["gate"])
 
 
 def demo() -> None:
@@ -58,5 +67,7 @@ def demo() -> None:
     console.rule("1. validate, train, evaluate, register")
     res = train_flow()
     _result_tables(res, s)
+    console.rule("2. gate against the champion")
+    print_gate(res["gate"]["report"])
     console.rule(f"done in {time.perf_counter() - t0:.0f} s")
     console.print(f"Open the MLflow UI: [bold]{mlflow_ui_hint(s)}[/bold] then http://127.0.0.1:5000")

@@ -60,3 +60,17 @@ class SyncRecordRow(Base):
     blobs_skipped: Mapped[int] = mapped_column(Integer, default=0)
     generation: Mapped[int | None] = mapped_column(Integer, nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class GateReportRow(Base):
+    """One gate verdict on one model version, with the whole report as JSON."""
+
+    __tablename__ = "gate_reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    model_name: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[str] = mapped_column(String(128), index=True)
+    verdict: Mapped[str] = mapped_column(String(16))
+    champion_version: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    report: Mapped[dict] = mapped_column(JSON, default=dict)

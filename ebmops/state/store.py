@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ebmops.errors import EbmopsError
-from ebmops.state.models import Base, QuarantineRow, SyncRecordRow, TrainingRunRow
+from ebmops.state.models import Base, GateReportRow, QuarantineRow, SyncRecordRow, TrainingRunRow
 
 
 def utcnow() -> datetime:
@@ -196,6 +196,27 @@ class StateStore:
             return [SyncRecord.from_row(r) for r in rows]
 
 
+    # ---- gate reports ------------------------------------------------------------------
+    def record_gate_report(self, *, model_name: str, version: str, verdict: str, champion_version: str | None,
+                           report: dict) -> "GateReportRecord":
+        row = GateReportRow(created_at=utcnow(), model_name=model_name, version=str(version), verdict=verdict,
+                            champion_version=champion_version, report=report)
+        with self.session() as s:
+            s.add(row)
+            s.flush()
+            return GateReportRecord.from_row(row)
+
+    def list_gate_reports(self, *, model_name: str | None = None, version: str | None = None,
+                          limit: int = 50) -> list["GateReportRecord"]:
+        q = select(GateReportRow).order_by(GateReportRow.id.desc()).limit(limit)
+        if model_name is not None:
+            q = q.where(GateReportRow.model_name == model_name)
+        if version is not None:
+            q = q.where(GateReportRow.version == str(version))
+        with self.session() as s:
+            return [GateReportRecord.from_row(r) for r in s.scalars(q).all()]
+
+
 def open_store(settings) -> StateStore:
     return StateStore(settings.resolved_state_url)
 
@@ -227,3 +248,19 @@ class SyncRecord:
                    version=r.version, region=r.region, status=r.status, seconds=r.seconds,
                    bytes_uploaded=r.bytes_uploaded, blobs_uploaded=r.blobs_uploaded, blobs_skipped=r.blobs_skipped,
                    generation=r.generation, message=r.message)
+
+
+@dataclass
+class GateReportRecord:
+    id: int
+    created_at: datetime
+    model_name: str
+    version: str
+    verdict: str
+    champion_version: str | None
+    report: dict
+
+    @classmethod
+    def from_row(cls, r: GateReportRow) -> "GateReportRecord":
+        return cls(id=r.id, created_at=_aware(r.created_at), model_name=r.model_name, version=r.version,
+                   verdict=r.verdict, champion_version=r.champion_version, report=dict(r.report or {}))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ class Candidate:
     artifacts_dir: Path
     scripted_path: Path
     loss_history: list = field(default_factory=list)
+    result: Any = None  # the training.TrainResult it came from
 
 
 def settings_for_run(base: Settings, *, dataset: str | None = None, epochs: int | None = None,
@@ -98,19 +98,18 @@ def fit(data_split, settings: Settings, key: str, *, progress: bool = True):
 
 def finalize(result, data_split, settings: Settings, key: str) -> Candidate:
     """Calibrate the alert threshold on held-out normal events and export TorchScript."""
-    from training import calibrate_threshold, export_torchscript, score
+    import pandas as pd
+
+    from training import calibrate, export_torchscript, torch_threads
 
     out = settings.runs_dir / key
     out.mkdir(parents=True, exist_ok=True)
-    calib = score(result.model, data_split.x_calib)
-    threshold = calibrate_threshold(calib, settings.training.threshold_quantile)
-    result.model.threshold.fill_(threshold)
+    with torch_threads(settings.training.threads):
+        threshold, calib = calibrate(result.model, data_split.x_calib, settings.training.threshold_quantile)
     np.save(out / "calibration_energies.npy", calib.astype(np.float32))
     rng = np.random.default_rng(settings.training.seed)
-    idx = rng.choice(len(data_split.x_train), size=min(SAMPLE_ROWS, len(data_split.x_train)), replace=False)
-    import pandas as pd
-
-    pd.DataFrame(data_split.x_train[np.sort(idx)], columns=list(data_split.feature_names)).to_parquet(
+    idx = np.sort(rng.choice(len(data_split.x_train), size=min(SAMPLE_ROWS, len(data_split.x_train)), replace=False))
+    pd.DataFrame(data_split.x_train[idx], columns=list(data_split.feature_names)).to_parquet(
         out / "training_sample.parquet", index=False)
     scripted = export_torchscript(result.model, out / "model.pt")
     (out / "loss_history.json").write_text(json.dumps(result.loss_history))
@@ -118,27 +117,16 @@ def finalize(result, data_split, settings: Settings, key: str) -> Candidate:
                      amp=result.amp, seconds=result.seconds, epochs_completed=result.epochs_completed,
                      epochs_planned=result.epochs_planned, device_hours=result.device_hours, cost=result.cost,
                      stopped_reason=result.stopped_reason, message=result.message, artifacts_dir=out,
-                     scripted_path=scripted, loss_history=list(result.loss_history))
+                     scripted_path=scripted, loss_history=list(result.loss_history), result=result)
 
 
 def evaluate(cand: Candidate, data_split, settings: Settings) -> dict:
-    """EBM and IsolationForest on the same labelled holdout, in the same run."""
-    from training import detection_metrics, isolation_forest_baseline, score
+    """Training figures, and EBM vs IsolationForest on the same labelled holdout, in the same run."""
+    from training import evaluate as evaluate_model
+    from training import torch_threads
 
-    metrics: dict[str, float] = {"train_seconds": cand.seconds, "epochs": cand.epochs_completed,
-                                 "device_hours": cand.device_hours, "cost": cand.cost, "threshold": cand.threshold,
-                                 "train_events_per_s": len(data_split.x_train) * cand.epochs_completed / max(cand.seconds, 1e-9)}
-    if data_split.y_test is None:
-        return metrics
-    t0 = time.perf_counter()
-    energies = score(cand.model, data_split.x_test)
-    m = detection_metrics(energies, data_split.y_test)
-    metrics.update(ebm_auroc=m["auroc"], ebm_ap=m["ap"], score_seconds=time.perf_counter() - t0,
-                   test_alert_rate=float((energies > cand.threshold).mean()))
-    base = isolation_forest_baseline(data_split.x_train, data_split.x_test, data_split.y_test,
-                                     seed=settings.training.seed, trees=settings.training.baseline_trees)
-    metrics.update(iforest_auroc=base["auroc"], iforest_ap=base["ap"], iforest_seconds=base["seconds"])
-    return metrics
+    with torch_threads(settings.training.threads):
+        return evaluate_model(cand.model, data_split, cand.result, settings.training)
 
 
 def register(cand: Candidate, metrics: dict, ds: Dataset, settings: Settings, *, summary_md: str):
@@ -150,7 +138,7 @@ def register(cand: Candidate, metrics: dict, ds: Dataset, settings: Settings, *,
     (cand.artifacts_dir / "summary.md").write_text(summary_md)
     params = {"dataset": ds.name, "hidden": ",".join(map(str, t.hidden)), "epochs": t.epochs,
               "epochs_completed": cand.epochs_completed, "batch_size": t.batch_size, "lr": t.lr,
-              "noise_sigma": t.noise_sigma, "seed": t.seed, "threshold_quantile": t.threshold_quantile,
+              "objective": t.objective, "noise_sigma": f"{t.noise_sigma_min}-{t.noise_sigma_max}", "seed": t.seed, "threshold_quantile": t.threshold_quantile,
               "train_fraction": t.train_fraction, "device": cand.device, "amp": cand.amp,
               "n_features": ds.schema.n_features}
     tags = {"dataset": ds.name, "run_key": cand.run_key, "stopped_reason": cand.stopped_reason or "",
@@ -165,7 +153,9 @@ def register(cand: Candidate, metrics: dict, ds: Dataset, settings: Settings, *,
                                              cand.artifacts_dir / "training_sample.parquet",
                                              cand.artifacts_dir / "loss_history.json")},
         run_name=f"train-{ds.name}-{cand.run_key[:8]}")
+    price = settings.training.price_per_device_hour.get(cand.device.split(":")[0], 0.0)
     version_tags = {"dataset": ds.name, "n_features": str(ds.schema.n_features), "device": cand.device,
+                    "cost": f"{cand.cost:.6g}", "device_hours": f"{cand.device_hours:.6g}", "price_per_hour": f"{price:g}",
                     **{k: f"{v:.6g}" for k, v in metrics.items() if k in ("ebm_auroc", "ebm_ap", "iforest_auroc",
                                                                           "iforest_ap", "train_seconds")}}
     info = reg.register(run_id, tags=version_tags, alias="challenger")
@@ -183,10 +173,10 @@ def summary_markdown(ds: Dataset, cand: Candidate, metrics: dict, validated: lis
              f"- events: {len(ds.frame):,} in {len(validated)} regional batches, all validated",
              f"- device: `{cand.device}` (mixed precision: {cand.amp}), {cand.epochs_completed}/{cand.epochs_planned} "
              f"epochs in {cand.seconds:.1f} s, cost {cand.cost:.5f}",
-             f"- alert threshold: {cand.threshold:.6g} (quantile {metrics.get('threshold_quantile', '')})".rstrip(" ()"),
+             f"- alert threshold: {cand.threshold:.6g}; alert rate on the holdout {metrics.get('test_alert_rate', 0):.4f}",
              ]
-    if cand.message:
-        lines.append(f"- stopped early: {cand.message}")
+    if cand.stopped_reason:
+        lines.append(f"- stopped early ({cand.stopped_reason}): {cand.message}")
     if version:
         lines.append(f"- registered: `{model_name}` version **{version}**, alias `challenger`")
     lines += ["", "| model | AUROC | average precision |", "|---|---|---|",

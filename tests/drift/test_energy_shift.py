@@ -99,3 +99,32 @@ def test_effective_size_and_noise_floor():
     assert effective_size(0, 10) == 0
     assert noise_floor(0, 10) == math.inf
     assert noise_floor(4000, 4000) == pytest.approx(2.5 / math.sqrt(2000))
+
+
+def test_trimmed_shift_ignores_a_heavy_tail_but_catches_a_bulk_shift():
+    """Two samples of one heavy-tailed distribution: the extreme tail alone must not read as drift."""
+    import numpy as np
+
+    from drift.delta import energy_shift
+
+    rng = np.random.default_rng(3)
+
+    def energies(n):  # a normal bulk plus 0.5 % of events far out in a Pareto tail, as EBM energies are
+        e = rng.normal(size=n)
+        tail = rng.random(n) < 0.005
+        e[tail] = 20 + 20 * rng.pareto(1.0, size=tail.sum())
+        return e
+
+    ref, cur = energies(5000), energies(20000)
+    assert energy_shift(ref, cur, trim=0.0) > energy_shift(ref, cur)  # the tail inflates untrimmed W1
+    assert energy_shift(ref, cur) < 0.10
+    assert energy_shift(ref, cur + 0.5) > 0.10
+
+
+def test_trim_is_validated():
+    import pytest
+
+    from drift.delta import energy_shift
+
+    with pytest.raises(ValueError, match="trim"):
+        energy_shift([1.0, 2.0], [1.0, 2.0], trim=0.7)

@@ -62,3 +62,15 @@ def test_state_survives_reopen(state_url):
 def test_unreachable_database_error_names_the_setting():
     with pytest.raises(StateStoreError, match="state_url"):
         StateStore("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2")
+
+
+def test_gate_reports_newest_first_and_filtered(store):
+    store.record_gate_report(model_name="m", version="1", verdict="skipped", champion_version=None,
+                             report={"verdict": "skipped", "checks": []})
+    store.record_gate_report(model_name="m", version="2", verdict="fail", champion_version="1",
+                             report={"verdict": "fail", "checks": [{"name": "latency_vs_champion"}]})
+    store.record_gate_report(model_name="other", version="1", verdict="pass", champion_version=None, report={})
+    got = store.list_gate_reports(model_name="m")
+    assert [(g.version, g.verdict) for g in got] == [("2", "fail"), ("1", "skipped")]
+    assert got[0].report["checks"][0]["name"] == "latency_vs_champion" and got[0].champion_version == "1"
+    assert [g.model_name for g in store.list_gate_reports(version="1")] == ["other", "m"]

@@ -1,0 +1,38 @@
+"""The ``gate`` flow: measure a registered version against the champion, judge, record."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from ebmops.runtime import prepare_environment
+from ebmops.settings import load_settings
+from ebmops.state import open_store
+from ebmops.steps import gate as steps
+
+resolve_task = task(steps.resolve, name="fetch-candidate-and-champion", retries=2, retry_delay_seconds=2,
+                    cache_policy=NO_CACHE)
+window_task = task(steps.window, name="benchmark-window", cache_policy=NO_CACHE)
+benchmark_task = task(steps.benchmark, name="latency-benchmark", cache_policy=NO_CACHE)
+measure_task = task(steps.measure, name="energies-detection-drift", cache_policy=NO_CACHE)
+judge_task = task(steps.judge, name="judge", cache_policy=NO_CACHE)
+record_task = task(steps.record, name="record-verdict", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+
+
+@flow(name="gate", log_prints=True)
+def gate(version: str | None = None) -> dict:
+    """Gate a version (default: the challenger): latency, energy drift, alert rate, detection,
+    data drift and cost against the champion. A pass sets the alias ``candidate``."""
+    settings = load_settings()
+    prepare_environment(settings)
+    subjects = resolve_task(settings, version)
+    window_frame, x, y, holdout_id = window_task(settings)
+    latency = benchmark_task(subjects, settings)
+    measurements = measure_task(subjects, settings, latency, window_frame, x, y, holdout_id)
+    report = judge_task(measurements, settings)
+    out = record_task(report, subjects, settings, open_store(settings))
+    create_markdown_artifact(report.to_markdown(), key="gate-report",
+                             description=f"{report.model_name} v{report.model_version}: {report.verdict.value}")
+    get_run_logger().info("gate verdict for v%s: %s (%s)", out["version"], out["verdict"], out["action"])
+    return {**out, "report": report.to_dict()}
