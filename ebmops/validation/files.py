@@ -9,6 +9,7 @@ to report, and the batch is quarantined like any other.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,25 +17,33 @@ import pandas as pd
 
 from ebmops.data.schema import EVENT_ID, LABEL, REGION, FeatureSchema, assign_regions
 from ebmops.data.sources import load_dataset, read_table
-from ebmops.errors import ConfigError
+from ebmops.errors import ConfigError, ValidationFailed
 from ebmops.validation.gate import validate_or_quarantine
 from ebmops.validation.profile import ReferenceProfile, check_schema, load_or_create_reference, reference_path
 from ebmops.validation.suite import ValidationResult
 
 
 def validate_file(path: str | Path, dataset_name: str, settings, store=None,
-                  region: str | None = None) -> ValidationResult:
+                  region: str | None = None, move_source: bool = True) -> ValidationResult:
     """Validate one file against ``dataset_name``'s reference; quarantine and raise on failure.
 
-    ``region`` names where the batch came from; by default the file's single region, if it has one."""
+    ``region`` names where the batch came from; by default the file's single region, if it has one.
+    With ``move_source`` a failing file is moved into its quarantine folder (as ``source.<ext>``),
+    so a loader that picks up whatever lies in an inbox cannot take the bad batch by mistake."""
     raw = read_table(Path(path))
     frame = file_frame(raw, dataset_name, settings)
     profile = reference_for(dataset_name, settings)
     if region is None:
         regions = frame[REGION].dropna().unique() if REGION in frame.columns else []
         region = str(regions[0]) if len(regions) == 1 else None
-    return validate_or_quarantine(frame, dataset=dataset_name, region=region, profile=profile, settings=settings,
-                                  store=store)
+    try:
+        return validate_or_quarantine(frame, dataset=dataset_name, region=region, profile=profile,
+                                      settings=settings, store=store)
+    except ValidationFailed as e:
+        if move_source and e.quarantine_path:
+            target = Path(e.quarantine_path) / f"source{Path(path).suffix}"
+            shutil.move(str(path), target)
+        raise
 
 
 def file_frame(raw: pd.DataFrame, dataset_name: str, settings) -> pd.DataFrame:

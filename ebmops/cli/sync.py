@@ -1,0 +1,78 @@
+"""``ebmops sync`` and ``ebmops regions status``."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from ebmops.cli import context
+from ebmops.cli.output import console, print_json, print_table
+from ebmops.errors import EbmopsError
+
+regions_app = typer.Typer(no_args_is_help=True, help="Regional stores and nodes.")
+
+
+class RegionsInconsistent(EbmopsError):
+    """Some region does not serve what it should."""
+
+    exit_code = 7
+
+
+def sync(version: str = typer.Argument(None, help="Version number or @alias (default: @candidate, else @champion)."),
+         region: Optional[List[str]] = typer.Option(None, "--region", "-r", help="Region to sync (repeat); default all."),
+         wait: float = typer.Option(10.0, "--wait", help="Seconds to wait until every reachable node serves the "
+                                                          "version (0: do not wait)."),
+         reason: str = typer.Option("manual", "--reason", help="Why: manual, scheduled or hotfix (kept with the run)."),
+         json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Publish a version to the regional stores as stable and have the nodes load it."""
+    s = context.settings()
+    from ebmops.steps.sync import check_regions
+    from flows.sync import sync as sync_flow
+
+    check_regions(s, region)  # a bad --region fails before a flow run starts
+    out = sync_flow(version=version, regions=region or None, wait_s=wait, reason=reason)
+    if json_out:
+        print_json(out)
+        return
+    rows = [{"region": r, "seconds": p["seconds"], "bytes uploaded": p["bytes_uploaded"],
+             "blobs skipped": p["blobs_skipped"], "generation": p["generation"],
+             "node": ("serves" if out["nodes"][r]["serves_version"] else
+                      "unreachable" if not out["nodes"][r]["reachable"] else "not yet"),
+             "served after s": out["nodes"][r]["served_after_s"]} for r, p in out["regions"].items()]
+    print_table(rows, list(rows[0]) if rows else ["region"],
+                title=f"sync of {out['model_name']} v{out['version']} ({out['reason']}) in {out['seconds']:.3f} s")
+
+
+def status(region: Optional[List[str]] = typer.Option(None, "--region", "-r", help="Region (repeat); default all."),
+           json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Desired versions per region and what each node serves; exits 7 on any inconsistency."""
+    s = context.settings()
+    from ebmops.steps.sync import regions_status
+
+    out = regions_status(s, region)
+    if json_out:
+        print_json(out)
+    else:
+        rows = [{"region": r, "desired": _pair(row["desired_stable"], row["desired_canary"], row["desired_weight"]),
+                 "gen": row["desired_generation"],
+                 "node serves": (_pair(row["served_stable"], row["served_canary"], row["served_weight"])
+                                 if row["node_reachable"] else "unreachable"),
+                 "node gen": row["served_generation"],
+                 "issues": "; ".join(row["issues"]) or "ok"} for r, row in out["regions"].items()]
+        print_table(rows, ["region", "desired", "gen", "node serves", "node gen", "issues"],
+                    title=f"regions of {out['model']}")
+        for issue in out["issues"]:
+            console.print(f"[red]inconsistent:[/red] {issue}")
+    if not out["consistent"]:
+        n = sum(1 for row in out["regions"].values() if row["issues"]) + len(out["issues"])
+        raise RegionsInconsistent(f"{n} inconsistencies across regions (see above)")
+
+
+def _pair(stable, canary, weight) -> str:
+    if stable is None:
+        return "-"
+    return f"v{stable}" + (f" + canary v{canary} @ {weight:.0%}" if canary else "")
+
+
+regions_app.command("status")(status)

@@ -1,0 +1,263 @@
+"""The steps of the ``sync`` flow, as plain functions (no Prefect).
+
+A sync takes one registered version (by default the gate-passed ``@candidate``) out of MLflow,
+publishes it as a signed bundle to every region's object store (blobs first, the manifest and
+the region's desired state last), records each region's seconds and bytes in the state store,
+then tells the regional nodes to reload at once instead of waiting for their next poll, and
+optionally waits until every reachable node serves the version.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from ebmops.errors import ConfigError, EbmopsError
+from ebmops.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CANDIDATE_ALIAS = "candidate"
+CHAMPION_ALIAS = "champion"
+
+
+class SyncNotServed(EbmopsError):
+    """Published, but some reachable nodes did not serve the version in time."""
+
+    exit_code = 6
+
+
+@dataclass
+class SyncBundle:
+    """A registered version made ready to publish: its TorchScript file and manifest fields."""
+
+    model_name: str
+    version: str
+    model_file: Path
+    features: list[str]
+    threshold: float
+    gate_verdict: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def check_regions(settings: Settings, regions: Sequence[str] | None) -> list[str]:
+    """The regions to act on (default every configured region); unknown names are an error."""
+    known = list(settings.data.regions)
+    if not regions:
+        return known
+    unknown = [r for r in regions if r not in known]
+    if unknown:
+        raise ConfigError(f"--region: unknown regions {unknown}; configured regions are {known} "
+                          "(set data.regions / EBMOPS_DATA__REGIONS to add one)")
+    return list(dict.fromkeys(regions))
+
+
+def prepare(settings: Settings, version: str | None) -> SyncBundle:
+    """Fetch the version (default ``@candidate``, else ``@champion``) and its manifest fields.
+
+    The TorchScript file is the exact artifact MLflow stores, byte for byte, so publishing the
+    same version twice hashes to the same blobs and uploads nothing.
+    """
+    from registry import ModelRegistry
+
+    reg = ModelRegistry.from_settings(settings)
+    if version:
+        info = reg.resolve(version)
+    else:
+        info = reg.get_by_alias(CANDIDATE_ALIAS) or reg.get_by_alias(CHAMPION_ALIAS)
+        if info is None:
+            raise ConfigError("VERSION: no version holds the 'candidate' or 'champion' alias; pass a version "
+                              "(e.g. `ebmops sync 3`) or gate one first (`ebmops gate`)")
+    meta = reg.model_metadata(info.version)
+    features = list(meta.get("feature_names") or [])
+    if not features or meta.get("threshold") is None:
+        raise ConfigError(f"version {info.version} carries no feature_names/threshold metadata; it was not "
+                          "logged by ebmops train and cannot be served")
+    out_dir = settings.home / "sync" / f"v{info.version}"
+    model_file = out_dir / "model.pt"
+    if not model_file.is_file():
+        tmp = out_dir.with_name(out_dir.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        local = reg.download_model(info.version, tmp)
+        found = sorted(local.rglob("model.pth"))
+        if not found:
+            raise ConfigError(f"version {info.version} holds no TorchScript model.pth; it cannot be served")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(found[0]), model_file)
+        shutil.rmtree(tmp, ignore_errors=True)
+    tags = info.tags or {}
+    metadata = {k: str(v) for k, v in {"data_fingerprint": meta.get("data_fingerprint"),
+                                        "run_id": getattr(info, "run_id", None)}.items() if v}
+    return SyncBundle(model_name=reg.model_name, version=str(info.version), model_file=model_file,
+                      features=features, threshold=float(meta["threshold"]),
+                      gate_verdict=str(tags.get("gate.verdict", "none")), metadata=metadata)
+
+
+def publish(settings: Settings, bundle: SyncBundle, regions: Sequence[str], *, set_stable: bool = True,
+            updated_by: str = "ebmops-sync") -> dict:
+    """Publish to ``regions`` concurrently and record each region in the state store."""
+    from registry.publish import sync_version
+
+    result = sync_version(settings, bundle.model_file, model_name=bundle.model_name, version=bundle.version,
+                          features=bundle.features, threshold=bundle.threshold, gate_verdict=bundle.gate_verdict,
+                          regions=list(regions), set_stable=set_stable, updated_by=updated_by,
+                          metadata=bundle.metadata)
+    return {"sync_id": result.sync_id, "model_name": bundle.model_name, "version": bundle.version,
+            "seconds": result.seconds, "bytes_uploaded": result.bytes_uploaded,
+            "regions": {r: {"seconds": p.seconds, "bytes_uploaded": p.bytes_uploaded,
+                            "blobs_uploaded": p.blobs_uploaded, "blobs_skipped": p.blobs_skipped,
+                            "generation": p.desired_generation, "desired_written": p.desired_written}
+                        for r, p in result.regions.items()}}
+
+
+@dataclass
+class NodeReport:
+    """What a region's node said (or that it could not be reached)."""
+
+    region: str
+    url: str
+    reachable: bool
+    stable_version: str | None = None
+    canary_version: str | None = None
+    canary_weight: float | None = None
+    generation: int | None = None
+    last_error: str | None = None
+    error: str | None = None
+
+    def serves(self, version: str) -> bool:
+        return self.reachable and version in (self.stable_version, self.canary_version)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _node_report(region: str, url: str, body: dict) -> NodeReport:
+    return NodeReport(region=region, url=url, reachable=True, stable_version=body.get("stable_version"),
+                      canary_version=body.get("canary_version"), canary_weight=body.get("canary_weight"),
+                      generation=body.get("generation"), last_error=body.get("last_error"))
+
+
+def node_reports(settings: Settings, regions: Sequence[str], *, reload: bool = False,
+                 timeout_s: float = 5.0) -> dict[str, NodeReport]:
+    """Ask each region's node what it serves (``GET /stats``), or to reload first (``POST /admin/reload``).
+
+    A node that is down is reported as unreachable, not raised: nodes poll their store, so a
+    node that was down picks the version up when it comes back.
+    """
+    import httpx
+
+    out: dict[str, NodeReport] = {}
+    with httpx.Client(timeout=timeout_s) as client:
+        for region in regions:
+            url = settings.node_url(region)
+            try:
+                if reload:
+                    r = client.post(f"{url}/admin/reload")
+                    if r.status_code >= 500 and r.headers.get("content-type", "").startswith("application/json"):
+                        body = r.json()  # refused: the node still reports what it serves
+                        out[region] = _node_report(region, url, body.get("state", body))
+                        continue
+                    r.raise_for_status()
+                    body = r.json()
+                    out[region] = _node_report(region, url, body.get("state", body))
+                    continue
+                r = client.get(f"{url}/stats")
+                r.raise_for_status()
+                out[region] = _node_report(region, url, r.json())
+            except (httpx.HTTPError, ValueError) as e:
+                out[region] = NodeReport(region=region, url=url, reachable=False, error=f"{type(e).__name__}: {e}")
+    return out
+
+
+def notify_and_wait(settings: Settings, regions: Sequence[str], version: str, *, wait_s: float = 0.0,
+                    poll_s: float = 0.1) -> dict:
+    """Tell every node to reload, then wait up to ``wait_s`` until every reachable node serves ``version``.
+
+    Returns per region the node's report and ``served_after_s`` (seconds from the first reload call);
+    raises SyncNotServed when a reachable node still does not serve it after ``wait_s`` > 0.
+    """
+    t0 = time.perf_counter()
+    reports = node_reports(settings, regions, reload=True)
+    served_at = {r: time.perf_counter() - t0 for r, rep in reports.items() if rep.serves(version)}
+    deadline = t0 + wait_s
+    while wait_s > 0 and time.perf_counter() < deadline:
+        pending = [r for r, rep in reports.items() if rep.reachable and r not in served_at]
+        if not pending:
+            break
+        time.sleep(poll_s)
+        for r, rep in node_reports(settings, pending).items():
+            reports[r] = rep
+            if rep.serves(version):
+                served_at[r] = time.perf_counter() - t0
+    out = {r: {**rep.to_dict(), "serves_version": rep.serves(version), "served_after_s": served_at.get(r)}
+           for r, rep in reports.items()}
+    lagging = [r for r, rep in reports.items() if rep.reachable and not rep.serves(version)]
+    if wait_s > 0 and lagging:
+        detail = "; ".join(f"{r}: serves {reports[r].stable_version}"
+                           + (f" (last error: {reports[r].last_error})" if reports[r].last_error else "")
+                           for r in lagging)
+        raise SyncNotServed(f"version {version} was published, but after {wait_s:.0f} s these nodes do not serve it: "
+                            f"{detail}. Check `ebmops regions status` and the node logs")
+    return out
+
+
+def regions_status(settings: Settings, regions: Sequence[str] | None = None, *, timeout_s: float = 2.0) -> dict:
+    """Per region: the desired state in its store and what its node serves, with every inconsistency.
+
+    Flags (``issues``): no desired state; the store's desired state cannot be verified; the node
+    is unreachable; the node serves other versions, another weight or an older generation than
+    desired; the node's last reload was refused. Across regions: stable versions that differ
+    (the field's "version consistency across regions").
+    """
+    from registry.desired_state import read_desired
+    from registry.objectstore.factory import store_for_region
+    from registry.signing import signing_key
+
+    regions = check_regions(settings, regions)
+    model = settings.registry.model_name
+    key = signing_key(settings, verify_only=True)
+    nodes = node_reports(settings, regions, timeout_s=timeout_s)
+    rows: dict[str, dict] = {}
+    for region in regions:
+        issues: list[str] = []
+        desired = None
+        try:
+            desired = read_desired(store_for_region(settings, region), model, key)
+            if desired is None:
+                issues.append("no desired state: nothing was synced to this region")
+        except EbmopsError as e:
+            issues.append(f"desired state unusable: {e}")
+        node = nodes[region]
+        if not node.reachable:
+            issues.append(f"node unreachable at {node.url}")
+        elif desired is not None:
+            if node.stable_version != desired.stable_version:
+                issues.append(f"node serves stable {node.stable_version}, desired {desired.stable_version}")
+            if node.canary_version != desired.canary_version:
+                issues.append(f"node serves canary {node.canary_version}, desired {desired.canary_version}")
+            elif desired.canary_version and abs((node.canary_weight or 0.0) - desired.canary_weight) > 1e-9:
+                issues.append(f"node splits {node.canary_weight} to the canary, desired {desired.canary_weight}")
+            if (node.generation or 0) < desired.generation:
+                issues.append(f"node at generation {node.generation}, desired {desired.generation}")
+        if node.reachable and node.last_error:
+            issues.append(f"node refused the last reload: {node.last_error}")
+        rows[region] = {"region": region,
+                        "desired_stable": desired.stable_version if desired else None,
+                        "desired_canary": desired.canary_version if desired else None,
+                        "desired_weight": desired.canary_weight if desired else None,
+                        "desired_generation": desired.generation if desired else None,
+                        "node_url": node.url, "node_reachable": node.reachable,
+                        "served_stable": node.stable_version, "served_canary": node.canary_version,
+                        "served_weight": node.canary_weight, "served_generation": node.generation,
+                        "issues": issues}
+    stables = {r["desired_stable"] for r in rows.values() if r["desired_stable"]}
+    global_issues = []
+    if len(stables) > 1:
+        by = {r: row["desired_stable"] for r, row in rows.items()}
+        global_issues.append(f"regions disagree on the stable version: {by}")
+    consistent = not global_issues and all(not r["issues"] for r in rows.values())
+    return {"model": model, "consistent": consistent, "issues": global_issues, "regions": rows}

@@ -1,0 +1,41 @@
+"""The ``sync`` flow: publish a registered version to the regional stores and let the nodes load it."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from ebmops.runtime import prepare_environment
+from ebmops.settings import load_settings
+from ebmops.steps import sync as steps
+
+# Publishing is idempotent (content-addressed blobs, desired state rewritten only on change), so
+# a retry of a half-done publish finishes the job without uploading twice.
+prepare_task = task(steps.prepare, name="fetch-version", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+publish_task = task(steps.publish, name="publish-regions", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+notify_task = task(steps.notify_and_wait, name="reload-nodes", cache_policy=NO_CACHE)
+
+
+@flow(name="sync", log_prints=True)
+def sync(version: str | None = None, regions: list[str] | None = None, wait_s: float = 0.0,
+         reason: str = "scheduled") -> dict:
+    """Publish ``version`` (default ``@candidate``, else ``@champion``) as the stable version of
+    ``regions`` (default all), then ask each node to reload and, with ``wait_s`` > 0, wait until
+    every reachable node serves it. ``reason`` (scheduled, hotfix, manual) is kept with the run."""
+    settings = load_settings()
+    prepare_environment(settings)
+    log = get_run_logger()
+    regions = steps.check_regions(settings, regions)
+    bundle = prepare_task(settings, version)
+    out = publish_task(settings, bundle, regions, updated_by=f"ebmops-sync:{reason}")
+    for region, r in out["regions"].items():
+        log.info("%s: v%s published in %.3f s, %d bytes uploaded, %d blobs skipped, generation %s",
+                 region, bundle.version, r["seconds"], r["bytes_uploaded"], r["blobs_skipped"], r["generation"])
+    out["nodes"] = notify_task(settings, regions, bundle.version, wait_s=wait_s)
+    out["reason"] = reason
+    create_table_artifact([{"region": r, **{k: v for k, v in p.items()},
+                            "node_serves": out["nodes"][r]["serves_version"],
+                            "node_reachable": out["nodes"][r]["reachable"]} for r, p in out["regions"].items()],
+                          key="sync-regions", description=f"sync of v{bundle.version} ({reason})")
+    return out
