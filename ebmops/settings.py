@@ -238,6 +238,160 @@ class SyncSettings(BaseModel):
         return v
 
 
+class ServingSettings(BaseModel):
+    """Regional inference nodes (serving/): where they listen, how they poll, batch and report."""
+
+    host: str = Field(default="127.0.0.1", description="Address a node binds to; loopback by default, since /admin/reload "
+                                                       "is unauthenticated.")
+    base_port: int = Field(default=8101, ge=1, le=65535,
+                           description="Port of the first region in data.regions; the i-th region listens on base_port + i.")
+    node_urls: dict[str, str] = Field(default_factory=dict,
+                                      description="Base URL of a region's node, by region, for the control plane; "
+                                                  "default http://<host>:<base_port + i>.")
+    poll_interval_s: float = Field(default=2.0, gt=0,
+                                   description="Seconds between reads of the region's desired state by a node.")
+    max_batch_events: int = Field(default=4096, ge=1,
+                                  description="Most events one /score request may carry; larger requests get 413.")
+    micro_batch_max_events: int = Field(default=1024, ge=1,
+                                        description="The micro-batcher stops gathering concurrent requests once it holds "
+                                                    "this many events (one request is never split).")
+    micro_batch_wait_ms: float = Field(default=1.0, ge=0,
+                                       description="How long the micro-batcher waits for more concurrent requests before "
+                                                   "scoring; 0 takes only what is already queued.")
+    stats_window: int = Field(default=2048, ge=1,
+                              description="Recent request latencies and event energies kept per version for /stats.")
+    torch_threads: int = Field(default=1, ge=0,
+                               description="torch CPU threads of a node; 0 keeps torch's default. Requests are scored "
+                                           "one micro-batch at a time, so more threads only help very large batches.")
+    install_dir: Path | None = Field(default=None,
+                                     description="Directory where a node installs verified bundles; default "
+                                                 "<home>/nodes/<region>.")
+
+
+CANARY_METRICS = ("latency_ms", "error", "energy", "alert")
+
+
+class CanaryMetricSettings(BaseModel):
+    """How the canary judge (canary/judge.py) reads one metric: canary sample against stable sample."""
+
+    bad_direction: Literal["increase", "decrease", "either"] = Field(
+        default="increase", description="Which change of the canary against stable is bad; a significant change the "
+                                        "other way passes (it is an improvement).")
+    effect: Literal["relative_median", "relative_mean", "energy_shift", "rate_difference"] = Field(
+        default="relative_median",
+        description="Effect size: (canary - stable) / stable of the median or mean; 'energy_shift' the Δ of "
+                    "drift/delta.py (stable as reference, signed by the median's move); 'rate_difference' the "
+                    "canary's 0/1 rate minus stable's (tested with Fisher's exact test).")
+    effect_size: float = Field(default=0.2, gt=0,
+                               description="Largest effect allowed: a significant change beyond it marks the metric "
+                                           "high or low (failing).")
+    fail_effect_size: float | None = Field(default=None, gt=0,
+                                           description="A significant bad effect beyond this fails the whole analysis, "
+                                                       "whatever the score; unset: only the score counts.")
+    weight: float = Field(default=1.0, gt=0, description="Weight of the metric in the score.")
+    critical: bool = Field(default=False, description="A critical metric that fails, or has no data, decides the "
+                                                      "analysis: fail, or inconclusive.")
+    min_samples: int | None = Field(default=None, ge=1,
+                                    description="Fewer samples on either side make the metric no-data; unset uses "
+                                                "rollout.analysis.min_samples.")
+
+
+def _default_canary_metrics() -> dict[str, CanaryMetricSettings]:
+    M = CanaryMetricSettings
+    return {
+        # 3x slower (well past +100 %) fails the analysis outright; +20 % costs latency's weight.
+        "latency_ms": M(bad_direction="increase", effect="relative_median", effect_size=0.20, fail_effect_size=1.0,
+                        weight=2.0),
+        # errors are critical: one percentage point more failed requests fails the analysis.
+        "error": M(bad_direction="increase", effect="rate_difference", effect_size=0.01, weight=1.0, critical=True),
+        # energies of both versions must be in one gauge (see canary/judge.py); Δ 0.10 as in the gate.
+        "energy": M(bad_direction="either", effect="energy_shift", effect_size=0.10, weight=2.0, min_samples=200),
+        # alert storms and silent models: half a percentage point of events either way.
+        "alert": M(bad_direction="either", effect="rate_difference", effect_size=0.005, weight=2.0, min_samples=200),
+    }
+
+
+class CanaryAnalysisSettings(BaseModel):
+    """The canary judge: per-metric Mann-Whitney U (Fisher's exact test for 0/1 metrics) and a weighted score."""
+
+    alpha: float = Field(default=0.05, gt=0, lt=1, description="Significance level of each metric's test.")
+    pass_score: float = Field(default=75.0, ge=0, le=100,
+                              description="Score (weighted share of passing metrics, 0-100) at or above which the "
+                                          "analysis passes.")
+    marginal_score: float = Field(default=50.0, ge=0, le=100,
+                                  description="Score at or above which a non-passing analysis is marginal, not failed.")
+    min_samples: int = Field(default=50, ge=1,
+                             description="Default least samples per side (canary and stable) for a metric to count.")
+    metrics: dict[str, CanaryMetricSettings] = Field(default_factory=_default_canary_metrics,
+                                                     description="Metric configuration by metric name (latency_ms, "
+                                                                 "error, energy, alert).")
+
+    @model_validator(mode="after")
+    def _check_scores(self) -> "CanaryAnalysisSettings":
+        if self.marginal_score > self.pass_score:
+            raise ValueError("rollout.analysis.marginal_score must not exceed rollout.analysis.pass_score")
+        if not self.metrics:
+            raise ValueError("rollout.analysis.metrics must name at least one metric")
+        return self
+
+
+def check_steps(steps: list[float]) -> list[float]:
+    """Traffic steps: canary weights strictly increasing within (0, 1]."""
+    if not steps:
+        raise ValueError("steps must hold at least one traffic weight")
+    for i, w in enumerate(steps):
+        if not 0 < w <= 1:
+            raise ValueError(f"steps[{i}] = {w} is not a traffic weight in (0, 1]")
+        if i and w <= steps[i - 1]:
+            raise ValueError(f"steps[{i}] = {w} does not increase on steps[{i - 1}] = {steps[i - 1]}")
+    return steps
+
+
+class HotfixPlanSettings(BaseModel):
+    """The shorter plan of a hotfix rollout (``ebmops rollout --hotfix``): fewer steps, short bakes, still approved."""
+
+    steps: list[float] = Field(default_factory=lambda: [0.25, 1.0],
+                               description="Canary traffic weights of a hotfix, strictly increasing within (0, 1].")
+    bake_s: float = Field(default=10.0, ge=0, description="Seconds a hotfix step bakes before its analysis.")
+    approval_required: bool = Field(default=True, description="Whether each hotfix wave waits for an approval "
+                                                              "before promotion.")
+    approval_timeout_s: float = Field(default=900.0, gt=0,
+                                      description="Seconds a hotfix waits for an approval before rolling back.")
+
+    @field_validator("steps")
+    @classmethod
+    def _check_steps(cls, v: list[float]) -> list[float]:
+        return check_steps(v)
+
+
+class RolloutSettings(BaseModel):
+    """Canary rollouts (canary/): waves of regions, traffic steps, bake times, analysis and approvals."""
+
+    waves: list[list[str]] | None = Field(default=None,
+                                          description="Regions rolled out together, wave by wave; default one wave "
+                                                      "per region in data.regions order ([[us-east], [eu-west], "
+                                                      "[ap-south]]).")
+    steps: list[float] = Field(default_factory=lambda: [0.05, 0.25, 0.5, 1.0],
+                               description="Canary traffic weights per region, strictly increasing within (0, 1].")
+    bake_s: float = Field(default=60.0, ge=0, description="Seconds each step bakes before its analysis.")
+    approval_required: bool = Field(default=True,
+                                    description="Whether every wave waits for a human approval before promotion "
+                                                "(a plan may set it per wave).")
+    approval_timeout_s: float = Field(default=3600.0, gt=0,
+                                      description="Seconds a wave waits for an approval before rolling back.")
+    oncall_roster: list[str] = Field(default_factory=lambda: ["oncall"], min_length=1,
+                                     description="People (or handles) who may approve or reject a rollout.")
+    analysis: CanaryAnalysisSettings = Field(default_factory=CanaryAnalysisSettings,
+                                             description="The canary judge's thresholds and metric configuration.")
+    hotfix: HotfixPlanSettings = Field(default_factory=HotfixPlanSettings,
+                                       description="The plan of a hotfix rollout.")
+
+    @field_validator("steps")
+    @classmethod
+    def _check_steps(cls, v: list[float]) -> list[float]:
+        return check_steps(v)
+
+
 class Settings(BaseSettings):
     """The resolved configuration of one ebmops process."""
 
@@ -253,6 +407,8 @@ class Settings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     gate: GateSettings = Field(default_factory=GateSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
 
     @field_validator("home")
     @classmethod
@@ -295,6 +451,38 @@ class Settings(BaseSettings):
     @property
     def resolved_artifact_root(self) -> Path:
         return (self.registry.artifact_root or self.home / "mlartifacts").expanduser().resolve()
+
+    # ---- regional nodes ----------------------------------------------------------------
+    def _region_index(self, region: str) -> int:
+        try:
+            return self.data.regions.index(region)
+        except ValueError:
+            from ebmops.errors import ConfigError
+
+            raise ConfigError(f"region {region!r} is not configured; data.regions is "
+                              f"{', '.join(self.data.regions)}") from None
+
+    def node_port(self, region: str) -> int:
+        """The port ``region``'s node listens on: serving.base_port + its index in data.regions."""
+        return self.serving.base_port + self._region_index(region)
+
+    def node_url(self, region: str) -> str:
+        """Base URL the control plane uses to reach ``region``'s node (serving.node_urls wins)."""
+        if region in self.serving.node_urls:
+            return self.serving.node_urls[region].rstrip("/")
+        host = self.serving.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.node_port(region)}"
+
+    def node_install_dir(self, region: str) -> Path:
+        """Where ``region``'s node installs verified bundles."""
+        return (self.serving.install_dir or self.home / "nodes" / region).expanduser().resolve()
+
+    @property
+    def blob_cache_dir(self) -> Path:
+        """The verified blob cache nodes share (sync.cache_dir, default <home>/cache/blobs)."""
+        return (self.sync.cache_dir or self.home / "cache" / "blobs").expanduser().resolve()
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

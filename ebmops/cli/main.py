@@ -9,6 +9,8 @@ import typer
 from ebmops.cli import data as data_cmd
 from ebmops.cli import gate as gate_cmd
 from ebmops.cli import models as models_cmd
+from ebmops.cli import node as node_cmd
+from ebmops.cli import sync as sync_cmd
 from ebmops.cli import train as train_cmd
 from ebmops.cli.output import err_console
 from ebmops.errors import EbmopsError
@@ -23,7 +25,10 @@ app.add_typer(models_cmd.runs_app, name="runs")
 app.command("validate")(data_cmd.validate)
 app.command("train")(train_cmd.train)
 app.command("gate")(gate_cmd.gate)
+app.command("sync")(sync_cmd.sync)
+app.add_typer(sync_cmd.regions_app, name="regions")
 app.command("demo")(train_cmd.demo)
+app.command("node")(node_cmd.node)
 
 
 def main() -> None:
@@ -33,16 +38,17 @@ def main() -> None:
         err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except Exception as e:  # noqa: BLE001 - last line of defence: one readable line, not a traceback
-        import click
+        # typer >= 0.29 vendors click: its exceptions are not click's, so match both by shape.
         from pydantic import ValidationError
 
-        if isinstance(e, click.exceptions.Exit):
+        name = type(e).__name__
+        if name == "Exit" and hasattr(e, "exit_code"):
             sys.exit(e.exit_code)
-        if isinstance(e, click.ClickException):
+        if name == "Abort":
+            sys.exit(130)
+        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(130)
         if isinstance(e, ValidationError):
             err_console.print(f"[red]invalid settings:[/red] {e}", highlight=False, soft_wrap=True)
             sys.exit(2)

@@ -136,9 +136,12 @@ class NodeReport:
 
 
 def _node_report(region: str, url: str, body: dict) -> NodeReport:
+    err = body.get("last_error")
+    if isinstance(err, dict):  # the node reports {"reason": ..., "message": ..., ...}
+        err = f"{err.get('reason', 'refused')}: {err.get('message', '')}".rstrip(": ")
     return NodeReport(region=region, url=url, reachable=True, stable_version=body.get("stable_version"),
                       canary_version=body.get("canary_version"), canary_weight=body.get("canary_weight"),
-                      generation=body.get("generation"), last_error=body.get("last_error"))
+                      generation=body.get("generation"), last_error=err)
 
 
 def node_reports(settings: Settings, regions: Sequence[str], *, reload: bool = False,
@@ -150,26 +153,27 @@ def node_reports(settings: Settings, regions: Sequence[str], *, reload: bool = F
     """
     import httpx
 
-    out: dict[str, NodeReport] = {}
-    with httpx.Client(timeout=timeout_s) as client:
-        for region in regions:
-            url = settings.node_url(region)
-            try:
-                if reload:
-                    r = client.post(f"{url}/admin/reload")
-                    if r.status_code >= 500 and r.headers.get("content-type", "").startswith("application/json"):
-                        body = r.json()  # refused: the node still reports what it serves
-                        out[region] = _node_report(region, url, body.get("state", body))
-                        continue
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(client: httpx.Client, region: str) -> NodeReport:
+        url = settings.node_url(region)
+        try:
+            if reload:
+                r = client.post(f"{url}/admin/reload")
+                # 409/502 with a JSON body mean "refused, still serving the old state": the body says what
+                if r.is_error and not (r.status_code in (409, 502) and "json" in r.headers.get("content-type", "")):
                     r.raise_for_status()
-                    body = r.json()
-                    out[region] = _node_report(region, url, body.get("state", body))
-                    continue
+            else:
                 r = client.get(f"{url}/stats")
                 r.raise_for_status()
-                out[region] = _node_report(region, url, r.json())
-            except (httpx.HTTPError, ValueError) as e:
-                out[region] = NodeReport(region=region, url=url, reachable=False, error=f"{type(e).__name__}: {e}")
+            return _node_report(region, url, r.json())
+        except (httpx.HTTPError, ValueError) as e:
+            return NodeReport(region=region, url=url, reachable=False, error=f"{type(e).__name__}: {e}")
+
+    # Nodes load in parallel: a reload verifies, loads and warms a model before it answers.
+    with httpx.Client(timeout=timeout_s) as client, ThreadPoolExecutor(max_workers=max(1, len(regions))) as pool:
+        reports = list(pool.map(lambda r: one(client, r), regions))
+    out = {r.region: r for r in reports}
     return out
 
 

@@ -1,0 +1,290 @@
+"""The node's HTTP surface (FastAPI).
+
+    POST /score          energies, anomaly flags and serving version of each event
+    GET  /healthz        the process is alive
+    GET  /readyz         200 once a verified, warmed-up model serves; 503 before
+    GET  /metrics        Prometheus text (the app's own registry)
+    GET  /stats          what is served, the latest refusal, recent latencies and energies per version
+    POST /admin/reload   reconcile with the desired state now
+
+Bodies are parsed from bytes with orjson and answered with orjson: pydantic request models
+would cost more than scoring a 1-event request. Nothing a client sends can take the node down:
+bad input is a 4xx naming the field, and anything unexpected a counted 500 with a JSON body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from ebmops.errors import ConfigError
+from ebmops.settings import REGION_NAME_PATTERN, Settings
+from registry.objectstore.base import ObjectStore
+from registry.signing import SigningKey
+from serving.batcher import MicroBatcher
+from serving.metrics import NodeMetrics, RecentStats
+from serving.model import LoadedModel
+from serving.payload import InputError, parse_score
+from serving.router import route, route_random
+from serving.state import NodeState, Reconciler, ReconcileResult, Serving, is_refusal_of_bundle
+
+log = logging.getLogger(__name__)
+JSON = "application/json"
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type=JSON,
+                    headers=headers)
+
+
+class Node:
+    """Everything one node holds: state, reconciler, batcher, metrics. The app's routes are thin
+    wrappers around it, which keeps it usable without HTTP in tests."""
+
+    def __init__(self, settings: Settings, region: str, store: ObjectStore, key: SigningKey):
+        self.settings = settings
+        self.cfg = settings.serving
+        self.region = region
+        self.state = NodeState(region, settings.registry.model_name)
+        self.metrics = NodeMetrics(region)
+        self.stats = RecentStats(self.cfg.stats_window)
+        self.reconciler = Reconciler(self.state, store, key, install_dir=settings.node_install_dir(region),
+                                     cache_dir=settings.blob_cache_dir, metrics=self.metrics)
+        self.batcher = MicroBatcher(max_events=self.cfg.micro_batch_max_events, wait_ms=self.cfg.micro_batch_wait_ms,
+                                    on_batch=lambda _v, n: self.metrics.batch_events.observe(n))
+        self._reconcile_pool: ThreadPoolExecutor | None = None
+        self._poll_task: asyncio.Task | None = None
+        self._rng = np.random.default_rng()
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.batcher.start()
+        self._reconcile_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ebm-reconcile")
+        self._poll_task = asyncio.create_task(self._poll(), name="ebm-reconcile-poll")
+
+    async def stop(self) -> None:
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+            try:
+                await self._poll_task
+            except asyncio.CancelledError:
+                pass
+        await self.batcher.stop()
+        if self._reconcile_pool is not None:
+            self._reconcile_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def reconcile(self) -> ReconcileResult:
+        """One reconcile in the reconcile thread (verification and model loading block)."""
+        assert self._reconcile_pool is not None
+        return await asyncio.get_running_loop().run_in_executor(self._reconcile_pool, self.reconciler.reconcile)
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                await self.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the poll loop must survive anything
+                log.exception("%s: reconcile failed unexpectedly", self.region)
+                self.metrics.errors.labels(kind="reconcile").inc()
+            await asyncio.sleep(self.cfg.poll_interval_s)
+
+    # ---- scoring --------------------------------------------------------------------------
+    async def score(self, raw: bytes) -> Response:
+        serving = self.state.serving  # captured once: this request is served by this snapshot throughout
+        if serving is None:
+            self.metrics.errors.labels(kind="no-model").inc()
+            err = self.state.last_error
+            return json_response({"error": "no model loaded", "field": None,
+                                  "reason": "the node has not loaded a verified model yet"
+                                            + (f"; latest refusal: {err.message}" if err else ""),
+                                  "region": self.region}, 503, headers={"Retry-After": "1"})
+        t0 = time.perf_counter()
+        schema, positional = _schema(serving)
+        try:
+            req = parse_score(raw, schema, max_events=self.cfg.max_batch_events, positional=positional)
+        except InputError as e:
+            self.metrics.errors.labels(kind={400: "bad-json", 413: "too-large"}.get(e.status, "invalid-input")).inc()
+            return json_response(e.body(), e.status)
+        canary_mask = self._route(serving, req.keys, req.n)
+        energies, versions = await self._score_routed(serving, schema, req.x, canary_mask)
+        anomaly = self._record(serving, energies, canary_mask, (time.perf_counter() - t0) * 1000.0)
+        return json_response({"energies": energies, "anomaly": anomaly, "versions": versions,
+                              "generation": serving.generation})
+
+    def _route(self, serving: Serving, keys: list[str | None] | None, n: int) -> np.ndarray:
+        if serving.canary is None:
+            return np.zeros(n, dtype=bool)
+        if keys is None:
+            return route_random(n, serving.canary_weight, self._rng)
+        return route(keys, serving.canary_weight, salt=self.state.model_name, rng=self._rng)
+
+    async def _score_routed(self, serving: Serving, schema: list[str], x: np.ndarray,
+                            canary_mask: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        parts: list[tuple[LoadedModel, np.ndarray | None]] = []
+        n_canary = int(canary_mask.sum())
+        if n_canary == 0:
+            parts.append((serving.stable, None))
+        elif n_canary == len(x):
+            parts.append((serving.canary, None))
+        else:
+            parts += [(serving.stable, np.flatnonzero(~canary_mask)), (serving.canary, np.flatnonzero(canary_mask))]
+        results = await asyncio.gather(*(self.batcher.score(m, _columns(x if idx is None else x[idx], schema, m))
+                                         for m, idx in parts))
+        if len(parts) == 1:
+            return results[0], [parts[0][0].version] * len(x)
+        energies = np.empty(len(x), dtype=np.float32)
+        for (_, idx), e in zip(parts, results):
+            energies[idx] = e
+        versions = np.where(canary_mask, serving.canary.version, serving.stable.version).tolist()
+        return energies, versions
+
+    def _record(self, serving: Serving, energies: np.ndarray, canary_mask: np.ndarray, latency_ms: float) -> np.ndarray:
+        """Metrics and recent stats per version; returns the anomaly flags."""
+        n_canary = int(canary_mask.sum())
+        if n_canary in (0, len(energies)):  # one version: no masking (the common case)
+            model = serving.canary if n_canary else serving.stable
+            anomaly = energies > model.threshold
+            self._record_version(model, energies, anomaly, latency_ms)
+        else:
+            anomaly = np.empty(len(energies), dtype=bool)
+            for model, mask in ((serving.stable, ~canary_mask), (serving.canary, canary_mask)):
+                e = energies[mask]
+                anomaly[mask] = flags = e > model.threshold
+                self._record_version(model, e, flags, latency_ms)
+        self.metrics.latency.observe(latency_ms / 1000.0)
+        return anomaly
+
+    def _record_version(self, model: LoadedModel, e: np.ndarray, flags: np.ndarray, latency_ms: float) -> None:
+        self.metrics.events.labels(version=model.version).inc(len(e))
+        bad = self.metrics.energies.observe(model.version, e)
+        self.stats.record(model.version, latency_ms, e, int(np.count_nonzero(flags)))
+        if bad:
+            self.metrics.errors.labels(kind="non-finite-energy").inc(bad)
+
+    # ---- reports --------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        serving = self.state.serving
+        err = self.state.last_error
+        last = self.state.last_reconcile_at
+        return {"region": self.region, "model": self.state.model_name, "ready": serving is not None,
+                "generation": serving.generation if serving else None,
+                "stable_version": serving.stable.version if serving else None,
+                "canary_version": serving.canary.version if serving and serving.canary else None,
+                "canary_weight": serving.canary_weight if serving else 0.0,
+                "versions": serving.roles() if serving else {},
+                "last_error": err.as_dict() if err else None,
+                "last_reconcile_at": last.isoformat() if last else None}
+
+
+def _schema(serving: Serving) -> tuple[list[str], int | None]:
+    """Matrix columns: the stable's features, then any the canary adds; and the positional width."""
+    schema = list(serving.stable.features)
+    if serving.canary is None or serving.canary.features == serving.stable.features:
+        return schema, None
+    extra = [f for f in serving.canary.features if f not in schema]
+    return schema + extra, len(schema)
+
+
+def _columns(x: np.ndarray, schema: list[str], model: LoadedModel) -> np.ndarray:
+    """``x`` (columns in ``schema`` order) in ``model``'s feature order."""
+    if len(schema) == model.n_features and tuple(schema) == model.features:
+        return x
+    return np.ascontiguousarray(x[:, [schema.index(f) for f in model.features]])
+
+
+def create_app(settings: Settings, region: str, store: ObjectStore | None = None,
+               key: SigningKey | None = None) -> FastAPI:
+    """The node app for ``region``; ``store`` and ``key`` default to the ones settings configure."""
+    import re
+
+    if not re.match(REGION_NAME_PATTERN, region):
+        raise ConfigError(f"--region {region!r} must be lowercase letters, digits and '-'")
+    if store is None:
+        from registry.objectstore.factory import store_for_region
+
+        store = store_for_region(settings, region)
+    if key is None:
+        from registry.signing import signing_key
+
+        key = signing_key(settings, verify_only=True)
+    node = Node(settings, region, store, key)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        await node.start()
+        try:
+            yield
+        finally:
+            await node.stop()
+
+    app = FastAPI(title=f"ebmops node {region}", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.node = node
+    _routes(app, node)
+    return app
+
+
+def _routes(app: FastAPI, node: Node) -> None:
+    @app.exception_handler(Exception)
+    async def internal_error(_request: Request, exc: Exception) -> Response:
+        log.exception("%s: unhandled error", node.region, exc_info=exc)
+        node.metrics.errors.labels(kind="internal").inc()
+        return json_response({"error": "internal error", "field": None,
+                              "reason": f"{type(exc).__name__}; the node keeps serving, see its log"}, 500)
+
+    @app.post("/score")
+    async def score(request: Request) -> Response:
+        t0 = time.perf_counter()
+        try:
+            resp = await node.score(await request.body())
+        except Exception as e:  # noqa: BLE001 - counted and answered here, never a dropped connection
+            log.exception("%s: /score failed", node.region)
+            node.metrics.errors.labels(kind="internal").inc()
+            resp = json_response({"error": "internal error", "field": None,
+                                  "reason": f"{type(e).__name__}: {e}"}, 500)
+        node.metrics.requests.labels(status=str(resp.status_code)).inc()
+        if resp.status_code != 200:
+            node.metrics.latency.observe(time.perf_counter() - t0)
+        return resp
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return json_response({"status": "alive", "region": node.region})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        body = node.describe()
+        return json_response(body, 200 if body["ready"] else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(node.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/stats")
+    async def stats() -> Response:
+        return json_response({**node.describe(), "stats_window": node.stats.window,
+                              "micro_batches": node.batcher.batches, "by_version": node.stats.as_dict()})
+
+    @app.post("/admin/reload")
+    async def reload() -> Response:
+        result = await node.reconcile()
+        body = {**result.as_dict(), **node.describe()}
+        if result.outcome == "refused":
+            return json_response(body, 502 if is_refusal_of_bundle(result.refusal) else 409)
+        if result.outcome == "no-desired-state":
+            body["reason"] = (f"no desired state for {node.state.model_name} in this region's store; publish a "
+                              "version with set_stable")
+            return json_response(body, 409)
+        return json_response(body)

@@ -1,0 +1,194 @@
+"""What a node reports: Prometheus metrics (``/metrics``) and recent samples (``/stats``).
+
+Each app gets its own ``CollectorRegistry``, so several nodes in one process (tests, a
+multi-region demo) never share or clash on series. The per-event energy histogram is kept in
+numpy and exposed by a custom collector: calling ``Histogram.observe`` once per event would cost
+more than scoring the event.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Iterable, Iterator
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+PREFIX = "ebmops_node"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+ENERGY_BUCKETS = tuple(float(b) for b in np.round(np.geomspace(1e-3, 1e4, 22), 6))
+BATCH_BUCKETS = (1, 8, 32, 128, 512, 1024, 2048, 4096, 8192)
+MAX_STATS_VERSIONS = 8
+
+
+class EnergyHistograms(Collector):
+    """Per-version histograms of event energies, updated a whole batch at a time."""
+
+    def __init__(self, buckets: Iterable[float] = ENERGY_BUCKETS):
+        self.bounds = np.asarray(sorted(buckets), dtype=np.float64)
+        self._lock = threading.Lock()
+        self._counts: dict[str, np.ndarray] = {}
+        self._sums: dict[str, float] = {}
+
+    def observe(self, version: str, energies: np.ndarray) -> int:
+        """Add a batch of energies; returns how many were not finite (NaN ones are not counted,
+        +-inf ones land in the end buckets but stay out of the sum)."""
+        e = np.asarray(energies, dtype=np.float64)
+        finite = np.isfinite(e)
+        bad = len(e) - int(np.count_nonzero(finite))
+        if bad:
+            total = float(e[finite].sum())
+            e = e[~np.isnan(e)]
+        else:
+            total = float(e.sum())
+        idx = np.searchsorted(self.bounds, e, side="left")  # bucket i holds bounds[i-1] < e <= bounds[i]
+        counts = np.bincount(idx, minlength=len(self.bounds) + 1)
+        with self._lock:
+            if version not in self._counts:
+                self._counts[version] = np.zeros(len(self.bounds) + 1, dtype=np.int64)
+                self._sums[version] = 0.0
+            self._counts[version] += counts
+            self._sums[version] += total
+        return bad
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        fam = HistogramMetricFamily(f"{PREFIX}_event_energy", "Energy of each scored event, by model version.",
+                                    labels=["version"])
+        with self._lock:
+            items = [(v, c.copy(), self._sums[v]) for v, c in self._counts.items()]
+        for version, counts, total in items:
+            cumulative = np.cumsum(counts)
+            buckets = [(_fmt(b), int(c)) for b, c in zip(self.bounds, cumulative[:-1])]
+            buckets.append(("+Inf", int(cumulative[-1])))
+            fam.add_metric([version], buckets, total)
+        yield fam
+
+
+def _fmt(b: float) -> str:
+    return repr(float(b))
+
+
+class NodeMetrics:
+    """Every Prometheus series of one node, in a registry of its own."""
+
+    def __init__(self, region: str):
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(f"{PREFIX}_requests", "Score requests answered, by HTTP status.", ["status"], registry=r)
+        self.events = Counter(f"{PREFIX}_events", "Events scored, by model version.", ["version"], registry=r)
+        self.errors = Counter(f"{PREFIX}_errors", "Errors, by kind (bad-json, invalid-input, too-large, no-model, "
+                                                  "internal, reconcile, non-finite-energy).", ["kind"], registry=r)
+        self.latency = Histogram(f"{PREFIX}_request_seconds", "Wall time of a score request, parse to response.",
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_events = Histogram(f"{PREFIX}_micro_batch_events", "Events per model call of the micro-batcher.",
+                                      buckets=BATCH_BUCKETS, registry=r)
+        self.load_failures = Counter(f"{PREFIX}_model_load_failures", "Refused desired states and bundles, by reason.",
+                                     ["reason"], registry=r)
+        self.loaded = Gauge(f"{PREFIX}_loaded_version_info", "1 for each model version loaded, by role.",
+                            ["version", "role"], registry=r)
+        self.generation = Gauge(f"{PREFIX}_desired_generation", "Generation of the desired state being served.",
+                                registry=r)
+        self.canary_weight = Gauge(f"{PREFIX}_canary_weight", "Share of traffic routed to the canary.", registry=r)
+        self.info = Gauge(f"{PREFIX}_region_info", "1, labelled with the node's region.", ["region"], registry=r)
+        self.info.labels(region=region).set(1)
+        self.energies = EnergyHistograms()
+        r.register(self.energies)
+
+    def set_serving(self, generation: int, roles: dict[str, str], canary_weight: float) -> None:
+        """Publish what is served now (``roles``: version -> stable|canary)."""
+        self.loaded.clear()
+        for version, role in roles.items():
+            self.loaded.labels(version=version, role=role).set(1)
+        self.generation.set(generation)
+        self.canary_weight.set(canary_weight)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class Ring:
+    """The last ``size`` floats appended, in order, in a preallocated numpy buffer."""
+
+    def __init__(self, size: int):
+        self._buf = np.zeros(size, dtype=np.float64)
+        self._n = 0  # total appended
+
+    def append(self, value: float) -> None:
+        self._buf[self._n % len(self._buf)] = value
+        self._n += 1
+
+    def extend(self, values: np.ndarray) -> None:
+        v = np.asarray(values, dtype=np.float64).reshape(-1)
+        size = len(self._buf)
+        if len(v) >= size:
+            self._buf[:] = v[-size:]
+            self._n = (self._n // size + 1) * size  # any multiple of size puts the oldest at index 0
+            return
+        start = self._n % size
+        first = min(len(v), size - start)
+        self._buf[start:start + first] = v[:first]
+        self._buf[:len(v) - first] = v[first:]
+        self._n += len(v)
+
+    def values(self) -> np.ndarray:
+        size = len(self._buf)
+        if self._n < size:
+            return self._buf[:self._n].copy()
+        start = self._n % size
+        return np.concatenate([self._buf[start:], self._buf[:start]])
+
+    def __len__(self) -> int:
+        return min(self._n, len(self._buf))
+
+
+class VersionStats:
+    """Recent samples of one version: request latencies (ms) and event energies, plus totals."""
+
+    def __init__(self, window: int):
+        self.latency_ms = Ring(window)
+        self.energies = Ring(window)
+        self.requests = 0
+        self.events = 0
+        self.anomalies = 0
+        self.last_at: float | None = None
+
+    def as_dict(self) -> dict:
+        lat = self.latency_ms.values()
+        return {"requests": self.requests, "events": self.events, "anomalies": self.anomalies,
+                "last_at": self.last_at, "latency_ms": lat.tolist(), "energies": self.energies.values().tolist(),
+                "latency_ms_p50": _q(lat, 0.5), "latency_ms_p99": _q(lat, 0.99)}
+
+
+def _q(a: np.ndarray, q: float) -> float | None:
+    return float(np.quantile(a, q)) if len(a) else None
+
+
+class RecentStats:
+    """Per-version ``VersionStats``, for the newest ``MAX_STATS_VERSIONS`` versions seen."""
+
+    def __init__(self, window: int):
+        self.window = window
+        self._lock = threading.Lock()
+        self._by_version: OrderedDict[str, VersionStats] = OrderedDict()
+
+    def record(self, version: str, latency_ms: float, energies: np.ndarray, anomalies: int) -> None:
+        with self._lock:
+            s = self._by_version.get(version)
+            if s is None:
+                s = self._by_version[version] = VersionStats(self.window)
+                while len(self._by_version) > MAX_STATS_VERSIONS:
+                    self._by_version.popitem(last=False)
+            s.latency_ms.append(latency_ms)
+            s.energies.extend(energies)
+            s.requests += 1
+            s.events += len(energies)
+            s.anomalies += anomalies
+            s.last_at = time.time()
+
+    def as_dict(self) -> dict[str, dict]:
+        with self._lock:
+            return {v: s.as_dict() for v, s in self._by_version.items()}

@@ -1,0 +1,198 @@
+"""Parsing and checking a ``/score`` body (pure; no web framework).
+
+Accepted body::
+
+    {"events": [[f1, ..., fn], ...]}                        positional, in the model's feature order
+    {"events": [{"<feature>": value, ...}, ...]}            by feature name (every feature, no others)
+    "keys": ["user-1", null, ...]                           optional, one per event, for sticky routing
+
+Every refusal is an ``InputError`` naming the field (``events``, ``events[3]``,
+``events[0].src_bytes``, ``events[2][5]``, ``keys[7]``) and what to send instead. Values must be
+JSON numbers that are finite in float32: strings (even "1.5" or "nan"), booleans and nulls are
+refused rather than guessed at. The common case, a list of equal-length number lists, is
+converted by numpy in one call; anything else takes a per-value path that finds the exact field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import orjson
+
+ALLOWED_FIELDS = ("events", "keys")
+
+
+class InputError(Exception):
+    """A request the node refuses; ``status`` is the HTTP status (400, 413 or 422)."""
+
+    def __init__(self, status: int, error: str, field: str | None, reason: str):
+        super().__init__(f"{field}: {reason}" if field else reason)
+        self.status = status
+        self.error = error
+        self.field = field
+        self.reason = reason
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.error, "field": self.field, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """A checked request: ``x`` is float32 [n, len(schema)], ``keys`` None or one per event."""
+
+    x: np.ndarray
+    keys: list[str | None] | None
+
+    @property
+    def n(self) -> int:
+        return len(self.x)
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or InputError 400."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise InputError(400, "malformed JSON", None,
+                         f"the body is not valid JSON ({e}); NaN, Infinity and numbers beyond double range are "
+                         "not JSON") from None
+    if not isinstance(doc, dict):
+        raise InputError(400, "body must be a JSON object", None,
+                         f'got a JSON {type(doc).__name__}; send {{"events": [[...], ...]}}')
+    return doc
+
+
+def parse_score(raw: bytes, schema: Sequence[str], *, max_events: int, positional: int | None = None) -> ScoreRequest:
+    """Check a /score body against ``schema`` (the feature names, in matrix column order).
+
+    Args:
+        positional: how many values a list event must have; default ``len(schema)``. A smaller
+            number means some served version needs features the positional order lacks.
+    """
+    doc = parse_json(raw)
+    unknown = [k for k in doc if k not in ALLOWED_FIELDS]
+    if unknown:
+        raise InputError(422, "unknown field", unknown[0], f"the body may hold only {', '.join(ALLOWED_FIELDS)}")
+    events = doc.get("events")
+    if not isinstance(events, list):
+        raise InputError(422, "missing events", "events",
+                         f"must be a list of events, got {_json_type(events)}; each event is a list of "
+                         f"{len(schema)} numbers or an object keyed by feature name")
+    if not events:
+        raise InputError(422, "empty batch", "events", "holds no events; send at least one")
+    if len(events) > max_events:
+        raise InputError(413, "batch too large", "events",
+                         f"holds {len(events)} events, the limit is {max_events} (serving.max_batch_events); "
+                         "split the batch")
+    keys = _parse_keys(doc.get("keys"), len(events))
+    x = _fast_matrix(raw, events, len(schema)) if positional in (None, len(schema)) else None
+    if x is None:
+        x = _slow_matrix(events, schema, len(schema) if positional is None else positional)
+    _check_finite(x, events, schema)
+    return ScoreRequest(x=x, keys=keys)
+
+
+def _json_type(v: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+            int: "a number", float: "a number"}.get(type(v), type(v).__name__)
+
+
+def _parse_keys(keys: Any, n: int) -> list[str | None] | None:
+    if keys is None:
+        return None
+    if not isinstance(keys, list):
+        raise InputError(422, "invalid keys", "keys", f"must be a list of strings or nulls, got {_json_type(keys)}")
+    if len(keys) != n:
+        raise InputError(422, "invalid keys", "keys",
+                         f"holds {len(keys)} keys for {n} events; send one key (or null) per event")
+    for i, k in enumerate(keys):
+        if k is not None and type(k) is not str:
+            raise InputError(422, "invalid keys", f"keys[{i}]", f"must be a string or null, got {_json_type(k)}")
+    return keys
+
+
+def _fast_matrix(raw: bytes, events: list, width: int) -> np.ndarray | None:
+    """One numpy call for a list of equal-length number lists; None sends the caller to the slow path.
+
+    numpy would quietly turn true into 1.0 and "1.5" into 1.5: booleans are ruled out by the raw
+    bytes holding no ``true``/``false`` token, strings and nulls by the resulting dtype.
+    """
+    if b"true" in raw or b"false" in raw:
+        return None
+    for ev in events:
+        if type(ev) is not list:
+            return None
+    try:
+        arr = np.array(events)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if arr.ndim != 2 or arr.shape[1] != width or arr.dtype.kind not in "iuf":
+        return None
+    with np.errstate(over="ignore"):
+        return arr.astype(np.float32)
+
+
+def _slow_matrix(events: list, schema: Sequence[str], positional: int) -> np.ndarray:
+    """Check every event and value, naming the first bad field."""
+    known = set(schema)
+    rows: list[list[float]] = []
+    for i, ev in enumerate(events):
+        if type(ev) is list:
+            rows.append(_list_row(ev, i, schema, positional))
+        elif type(ev) is dict:
+            rows.append(_dict_row(ev, i, schema, known))
+        else:
+            raise InputError(422, "invalid event", f"events[{i}]",
+                             f"is {_json_type(ev)}; an event is a list of {positional} numbers or an object "
+                             "keyed by feature name")
+    with np.errstate(over="ignore"):
+        return np.array(rows, dtype=np.float64).astype(np.float32)
+
+
+def _list_row(ev: list, i: int, schema: Sequence[str], positional: int) -> list:
+    if positional < len(schema):
+        raise InputError(422, "positional events not accepted", f"events[{i}]",
+                         f"a served version needs features {list(schema[positional:])} that the positional order "
+                         "lacks; send events as objects keyed by feature name")
+    if len(ev) != positional:
+        raise InputError(422, "wrong feature count", f"events[{i}]",
+                         f"has {len(ev)} values, the model expects {positional}: {', '.join(schema)}")
+    for j, v in enumerate(ev):
+        if type(v) is not float and type(v) is not int:
+            raise InputError(422, "non-numeric value", f"events[{i}][{j}]",
+                             f"feature {schema[j]} is {_json_type(v)} ({v!r}); send a JSON number")
+    return ev
+
+
+def _dict_row(ev: dict, i: int, schema: Sequence[str], known: set[str]) -> list:
+    if len(ev) != len(schema) or not known.issuperset(ev):
+        for name in ev:
+            if name not in known:
+                raise InputError(422, "unknown feature", f"events[{i}].{name}",
+                                 f"is not a feature of the served model; its features are {', '.join(schema)}")
+        missing = [f for f in schema if f not in ev]
+        raise InputError(422, "missing feature", f"events[{i}].{missing[0]}",
+                         f"is missing ({len(missing)} features missing: {', '.join(missing)}); every feature is required")
+    row = []
+    for name in schema:
+        v = ev[name]
+        if type(v) is not float and type(v) is not int:
+            raise InputError(422, "non-numeric value", f"events[{i}].{name}",
+                             f"is {_json_type(v)} ({v!r}); send a JSON number")
+        row.append(v)
+    return row
+
+
+def _check_finite(x: np.ndarray, events: list, schema: Sequence[str]) -> None:
+    finite = np.isfinite(x)
+    if finite.all():
+        return
+    i, j = (int(v) for v in np.argwhere(~finite)[0])
+    ev = events[i]
+    name = schema[j]
+    value = ev.get(name) if type(ev) is dict else ev[j]
+    field = f"events[{i}].{name}" if type(ev) is dict else f"events[{i}][{j}]"
+    raise InputError(422, "non-finite value", field,
+                     f"feature {name} is {value!r}, which is not a finite float32 (|x| must be below 3.4e38)")
