@@ -92,3 +92,27 @@ class RegionSyncFailed(SyncError):
         super().__init__(message)
         self.results = results
         self.failures = failures
+
+
+# ---- canary rollouts and the audit log (canary/, ebmops/state, ebmops/audit) ----------------------
+
+
+class RolloutConflict(EbmopsError):
+    """A model already has an active (non-terminal) rollout; ``active_id`` names it."""
+
+    exit_code = 10
+
+    def __init__(self, message: str, *, model_name: str, active_id: str | None):
+        super().__init__(message)
+        self.model_name = model_name
+        self.active_id = active_id
+
+
+class AuditChainBroken(EbmopsError):
+    """The audit log's hash chain does not verify; ``first_bad_seq`` names the first bad record."""
+
+    exit_code = 8
+
+    def __init__(self, message: str, *, first_bad_seq: int | None = None):
+        super().__init__(message)
+        self.first_bad_seq = first_bad_seq

@@ -5,6 +5,17 @@ suite runs the same store tests on a real PostgreSQL. The store returns plain re
 (dataclasses), never ORM rows, so callers cannot lazily touch the database by accident.
 """
 
-from ebmops.state.store import GateReportRecord, QuarantineRecord, StateStore, SyncRecord, TrainingRunRecord, open_store
+from ebmops.state.store import (
+    DecisionRecord,
+    GateReportRecord,
+    QuarantineRecord,
+    RolloutRecord,
+    RolloutRegionRecord,
+    StateStore,
+    SyncRecord,
+    TrainingRunRecord,
+    open_store,
+)
 
-__all__ = ["StateStore", "GateReportRecord", "TrainingRunRecord", "QuarantineRecord", "SyncRecord", "open_store"]
+__all__ = ["StateStore", "GateReportRecord", "TrainingRunRecord", "QuarantineRecord", "SyncRecord", "RolloutRecord",
+           "RolloutRegionRecord", "DecisionRecord", "open_store"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -74,3 +74,82 @@ class GateReportRow(Base):
     verdict: Mapped[str] = mapped_column(String(16))
     champion_version: Mapped[str | None] = mapped_column(String(128), nullable=True)
     report: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class RolloutRow(Base):
+    """One canary rollout of a model version across regions (canary/). ``active_model`` holds the model
+    name while the rollout is not terminal and NULL after: its unique constraint lets the database
+    itself refuse a second active rollout of one model (NULLs never collide, on SQLite or PostgreSQL)."""
+
+    __tablename__ = "rollouts"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16), default="standard")
+    stable_before: Mapped[dict] = mapped_column(JSON, default=dict)
+    phase: Mapped[str] = mapped_column(String(32), index=True)
+    plan: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(200))
+    active_model: Mapped[str | None] = mapped_column(String(200), nullable=True, unique=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class RolloutRegionRow(Base):
+    """One region's progress inside a rollout."""
+
+    __tablename__ = "rollout_regions"
+    __table_args__ = (UniqueConstraint("rollout_id", "region", name="uq_rollout_region"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rollout_id: Mapped[str] = mapped_column(String(64), ForeignKey("rollouts.id"), index=True)
+    region: Mapped[str] = mapped_column(String(64))
+    wave: Mapped[int] = mapped_column(Integer)
+    phase: Mapped[str] = mapped_column(String(32))
+    step_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    weight: Mapped[float] = mapped_column(Float, default=0.0)
+    last_analysis: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    failed_checks: Mapped[list] = mapped_column(JSON, default=list)
+    stable_version: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    canary_version: Mapped[str] = mapped_column(String(128))
+    awaiting_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    approval_deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class DecisionRow(Base):
+    """A decision on a rollout (approve, reject, timeout, rollback, auto), accepted or refused."""
+
+    __tablename__ = "decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rollout_id: Mapped[str] = mapped_column(String(64), ForeignKey("rollouts.id"), index=True)
+    region: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    wave: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    analysis: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    accepted: Mapped[bool] = mapped_column(Boolean, default=True)
+    refusal_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class AuditLogRow(Base):
+    """One record of the tamper-evident audit log (ebmops/audit.py): a sha256 hash chain over ``seq``."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    model_name: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    version: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    region: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[dict] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)

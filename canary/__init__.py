@@ -1,0 +1,1 @@
+"""Canary rollouts: the phase machine, the statistical judge and the rollout plan (pure modules)."""

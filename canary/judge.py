@@ -1,0 +1,318 @@
+"""The canary judge: is the canary worse than stable, measured side by side in one region and window?
+
+Kayenta-style. For every metric the caller hands over two samples taken in the same region over the
+same window, one from the canary version and one from the stable version:
+
+* ``latency_ms``  request latencies (continuous);
+* ``error``       0/1 per request (1 = the request failed);
+* ``energy``      event energies (continuous; see "Energies" below);
+* ``alert``       0/1 per scored event (1 = above the model's alert threshold).
+
+Each metric is *classified* on its own, then the classes are *scored*.
+
+Classification (``classify``), per metric, from its ``CanaryMetricSettings``:
+
+* ``no-data``  either sample has fewer than ``min_samples`` finite values;
+* ``high``/``low``  the canary differs from stable in the metric's *bad* direction, both
+  significantly (the test's p-value below ``alpha``) and materially (the effect beyond
+  ``effect_size``); ``high`` when the canary is above stable, ``low`` when below;
+* ``pass``  anything else: no significant change, a change too small to matter, or a change in the
+  good direction (a faster canary is not a failure).
+
+Needing *both* a p-value and an effect is deliberate: with thousands of requests a 1 % slowdown is
+"significant" but harmless, and with a handful a 50 % slowdown is large but may be noise.
+
+Tests. Continuous metrics use the Mann-Whitney U test (``scipy.stats.mannwhitneyu``): rank-based, so
+it needs no normality and is not thrown by the heavy right tail of latencies and energies; one-sided
+(``greater``/``less``) when only one direction is bad, two-sided for ``either``. 0/1 metrics use
+Fisher's exact test on the 2x2 table of (canary, stable) x (0, 1) counts instead: on 0/1 data the
+U statistic only counts pairs across two tie groups, its normal approximation is poor exactly where
+canaries live (error rates of 0-1 %, where most or all values tie), and with no event on either
+side it is undefined (scipy returns NaN). Fisher's test is exact at any count, including zero
+events, so "0 errors out of 200 against 0 out of 200" reads as p = 1, not as an error. A
+two-proportion z-test would be cheaper but needs about five expected events per cell, which a 5 %
+canary step at a 0.1 % error rate does not give.
+
+Effect sizes (``effect``): ``relative_median`` / ``relative_mean`` is ``(canary - stable) / |stable|``
+(a 3x latency reads 2.0); ``rate_difference`` is the canary's rate minus stable's (0.01 = one
+percentage point); ``energy_shift`` is Δ = ``drift.delta.energy_shift(stable, canary)`` (W1 over the
+robust spread of stable), signed by the direction the canary's median moved. For energies a change
+must also exceed Δ's 99 % noise floor at these sample sizes (``drift.delta.noise_floor``).
+
+Energies: the energy of an EBM has no fixed unit (see drift/delta.py), and two versions' energies
+are in different gauges. The caller must pass both in one gauge, e.g. each version's energies
+standardised by its own calibration (median and IQR), or the canary's window energies against the
+canary's own calibration energies; Δ and U are then meaningful.
+
+Scoring (``judge``): ``score = 100 * weight(passing) / weight(metrics with data)``. Then, first rule
+that applies:
+
+1. a critical metric that is high/low, or any metric whose bad effect passes its
+   ``fail_effect_size`` -> FAIL (evidence of harm outranks missing evidence elsewhere);
+2. a critical metric with no data, metrics with no data carrying more than half the total weight,
+   or no metric with data at all -> INCONCLUSIVE (never a pass);
+3. ``score >= pass_score`` -> PASS, ``score >= marginal_score`` -> MARGINAL, else FAIL.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+
+from drift.delta import energy_shift, noise_floor
+from ebmops.settings import CanaryAnalysisSettings, CanaryMetricSettings
+from gates.verdict import encode_json, encode_number
+
+# The judge's configuration lives in settings (rollout.analysis), as the gate's does.
+MetricConfig = CanaryMetricSettings
+JudgeConfig = CanaryAnalysisSettings
+
+
+class JudgeVerdict(str, Enum):
+    PASS = "pass"                  # score at or above pass_score, no critical failure
+    MARGINAL = "marginal"          # score between marginal_score and pass_score
+    FAIL = "fail"                  # score below marginal_score, or a critical/fail-limit failure
+    INCONCLUSIVE = "inconclusive"  # too little data to judge; never promotes on its own
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Classification(str, Enum):
+    PASS = "pass"        # no significant, material change in the bad direction
+    HIGH = "high"        # canary significantly and materially above stable (bad)
+    LOW = "low"          # canary significantly and materially below stable (bad)
+    NO_DATA = "no-data"  # too few samples on either side
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def failing(self) -> bool:
+        return self in (Classification.HIGH, Classification.LOW)
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """One metric's classification with the numbers behind it."""
+
+    name: str
+    classification: Classification
+    reason: str
+    weight: float
+    critical: bool
+    n_canary: int
+    n_stable: int
+    test: str | None = None
+    p_value: float | None = None
+    effect: float | None = None
+    allowed_effect: float | None = None
+    fail_effect: float | None = None
+    beyond_fail_limit: bool = False
+    canary_summary: float | None = None
+    stable_summary: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "classification": self.classification.value, "reason": self.reason,
+                "weight": self.weight, "critical": self.critical, "n_canary": self.n_canary,
+                "n_stable": self.n_stable, "test": self.test, "p_value": encode_number(self.p_value),
+                "effect": encode_number(self.effect), "allowed_effect": encode_number(self.allowed_effect),
+                "fail_effect": encode_number(self.fail_effect), "beyond_fail_limit": self.beyond_fail_limit,
+                "canary_summary": encode_number(self.canary_summary),
+                "stable_summary": encode_number(self.stable_summary), "details": encode_json(self.details)}
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The judge's verdict on one analysis of a canary step."""
+
+    verdict: JudgeVerdict
+    score: float | None
+    metrics: list[MetricResult]
+    reason: str
+
+    def metric(self, name: str) -> MetricResult:
+        for m in self.metrics:
+            if m.name == name:
+                return m
+        raise KeyError(f"no metric {name!r} in this judgement; metrics: {', '.join(m.name for m in self.metrics)}")
+
+    @property
+    def failed_metrics(self) -> list[str]:
+        return [m.name for m in self.metrics if m.classification.failing]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"verdict": self.verdict.value, "score": encode_number(self.score), "reason": self.reason,
+                "failed_metrics": self.failed_metrics, "metrics": [m.to_dict() for m in self.metrics]}
+
+
+# ---- classification of one metric ---------------------------------------------------------------------
+
+def _finite(x: Sequence[float] | np.ndarray | None) -> tuple[np.ndarray, int]:
+    if x is None:
+        return np.empty(0), 0
+    a = np.asarray(x, dtype=np.float64).ravel()
+    ok = np.isfinite(a)
+    return a[ok], int(a.size - ok.sum())
+
+
+def _relative(c: float, s: float) -> float:
+    if s == 0:
+        return 0.0 if c == 0 else math.copysign(math.inf, c)
+    return (c - s) / abs(s)
+
+
+def _bad_side(direction: str, effect: float) -> bool:
+    if direction == "increase":
+        return effect > 0
+    if direction == "decrease":
+        return effect < 0
+    return effect != 0
+
+
+def classify(name: str, canary: Sequence[float] | np.ndarray | None, stable: Sequence[float] | np.ndarray | None,
+             cfg: MetricConfig, *, alpha: float = 0.05, default_min_samples: int = 50) -> MetricResult:
+    """Classify one metric (see the module docstring). Non-finite values are dropped and counted."""
+    c, c_bad = _finite(canary)
+    s, s_bad = _finite(stable)
+    min_n = cfg.min_samples or default_min_samples
+    base = dict(name=name, weight=cfg.weight, critical=cfg.critical, n_canary=int(c.size), n_stable=int(s.size),
+                allowed_effect=cfg.effect_size, fail_effect=cfg.fail_effect_size)
+    details: dict[str, Any] = {"dropped_non_finite": {"canary": c_bad, "stable": s_bad}} if c_bad or s_bad else {}
+    if c.size < min_n or s.size < min_n:
+        return MetricResult(classification=Classification.NO_DATA, details=details,
+                            reason=f"{name}: {c.size} canary and {s.size} stable samples, fewer than the {min_n} "
+                                   "needed on each side", **base)
+
+    binary = cfg.effect == "rate_difference"
+    if binary:
+        if not (np.isin(c, (0.0, 1.0)).all() and np.isin(s, (0.0, 1.0)).all()):
+            raise ValueError(f"{name} uses effect 'rate_difference', so its samples must be 0/1 per request or event")
+        kc, ks = int(c.sum()), int(s.sum())
+        alternative = {"increase": "greater", "decrease": "less", "either": "two-sided"}[cfg.bad_direction]
+        # rows: canary, stable; columns: events, non-events. "greater": the canary's odds are higher.
+        p = float(stats.fisher_exact([[kc, c.size - kc], [ks, s.size - ks]], alternative=alternative).pvalue)
+        c_sum, s_sum = kc / c.size, ks / s.size
+        effect = c_sum - s_sum
+        test = "fisher_exact"
+        details.update({"canary_events": kc, "stable_events": ks})
+        unit = "rate"
+    else:
+        alternative = {"increase": "greater", "decrease": "less", "either": "two-sided"}[cfg.bad_direction]
+        if np.ptp(np.concatenate([c, s])) == 0:
+            p = 1.0  # every value equal: nothing to rank (scipy would warn and return NaN on some versions)
+        else:
+            p = float(stats.mannwhitneyu(c, s, alternative=alternative, method="asymptotic").pvalue)
+        test = "mann_whitney_u"
+        c_med, s_med = float(np.median(c)), float(np.median(s))
+        if cfg.effect == "relative_mean":
+            c_sum, s_sum = float(np.mean(c)), float(np.mean(s))
+            effect = _relative(c_sum, s_sum)
+            unit = "mean"
+        elif cfg.effect == "energy_shift":
+            c_sum, s_sum = c_med, s_med
+            delta = energy_shift(s, c)
+            sign = 1.0 if c_med > s_med else (-1.0 if c_med < s_med else (1.0 if np.mean(c) >= np.mean(s) else -1.0))
+            effect = sign * delta
+            floor = noise_floor(s.size, c.size)
+            details["noise_floor"] = floor
+            unit = "median"
+        else:
+            c_sum, s_sum = c_med, s_med
+            effect = _relative(c_med, s_med)
+            unit = "median"
+
+    significant = bool(p < alpha)
+    material = abs(effect) > cfg.effect_size
+    if cfg.effect == "energy_shift":
+        material = material and abs(effect) > details["noise_floor"]
+    bad_side = _bad_side(cfg.bad_direction, effect)
+    numbers = (f"canary {unit} {c_sum:.4g} vs stable {s_sum:.4g}, effect {effect:+.4g} "
+               f"(allowed {cfg.effect_size:g}), {test} p={p:.3g} (alpha {alpha:g})")
+    if significant and material and bad_side:
+        cls = Classification.HIGH if effect > 0 else Classification.LOW
+        beyond = cfg.fail_effect_size is not None and abs(effect) > cfg.fail_effect_size
+        extra = f"; beyond the fail limit {cfg.fail_effect_size:g}" if beyond else ""
+        reason = f"{name} {cls.value}: {numbers}{extra}"
+        return MetricResult(classification=cls, reason=reason, test=test, p_value=p, effect=effect,
+                            beyond_fail_limit=beyond, canary_summary=c_sum, stable_summary=s_sum, details=details,
+                            **base)
+    if material and not bad_side:
+        why = "moved in the good direction"  # a one-sided test does not look that way
+    elif significant:
+        why = "significant but within the allowed effect"
+    elif material:
+        why = "beyond the allowed effect but not significant"
+    else:
+        why = "no significant change"
+    return MetricResult(classification=Classification.PASS, reason=f"{name} pass ({why}): {numbers}", test=test,
+                        p_value=p, effect=effect, canary_summary=c_sum, stable_summary=s_sum, details=details, **base)
+
+
+# ---- combining --------------------------------------------------------------------------------------
+
+Samples = Mapping[str, tuple[Sequence[float] | np.ndarray | None, Sequence[float] | np.ndarray | None]]
+
+
+def judge(samples: Samples, config: JudgeConfig | None = None) -> Judgement:
+    """Judge a canary step. ``samples`` maps metric name to ``(canary, stable)``; a configured metric
+    absent from ``samples`` is no-data, a metric in ``samples`` but not configured is an error."""
+    config = config or JudgeConfig()
+    unknown = set(samples) - set(config.metrics)
+    if unknown:
+        raise ValueError(f"no judge configuration for metrics {sorted(unknown)}; configured: "
+                         f"{', '.join(config.metrics)} (rollout.analysis.metrics)")
+    results = [classify(name, *samples.get(name, (None, None)), cfg, alpha=config.alpha,
+                        default_min_samples=config.min_samples)
+               for name, cfg in config.metrics.items()]
+    return combine(results, config)
+
+
+def combine(results: list[MetricResult], config: JudgeConfig | None = None) -> Judgement:
+    """Score classified metrics and decide the verdict (rules in the module docstring)."""
+    config = config or JudgeConfig()
+    with_data = [m for m in results if m.classification is not Classification.NO_DATA]
+    no_data = [m for m in results if m.classification is Classification.NO_DATA]
+    w_total = sum(m.weight for m in results)
+    w_data = sum(m.weight for m in with_data)
+    w_pass = sum(m.weight for m in with_data if m.classification is Classification.PASS)
+    score = 100.0 * w_pass / w_data if w_data > 0 else None
+    score_txt = f"score {score:.1f}" if score is not None else "no score"
+
+    critical_fail = [m.name for m in with_data if m.critical and m.classification.failing]
+    over_limit = [m.name for m in with_data if m.beyond_fail_limit]
+    if critical_fail or over_limit:
+        parts = []
+        if critical_fail:
+            parts.append(f"critical metric(s) {', '.join(critical_fail)} failed")
+        if over_limit:
+            parts.append(f"{', '.join(over_limit)} beyond the fail limit")
+        return Judgement(JudgeVerdict.FAIL, score, results, f"fail: {'; '.join(parts)} ({score_txt})")
+
+    critical_missing = [m.name for m in no_data if m.critical]
+    w_missing = w_total - w_data
+    if critical_missing or not with_data or w_missing > w_total / 2:
+        if critical_missing:
+            why = f"critical metric(s) {', '.join(critical_missing)} have too few samples"
+        else:
+            why = (f"metrics without enough data ({', '.join(m.name for m in no_data)}) carry "
+                   f"{w_missing:g} of {w_total:g} weight")
+        return Judgement(JudgeVerdict.INCONCLUSIVE, score, results, f"inconclusive: {why}")
+
+    failing = [f"{m.name} {m.classification.value}" for m in with_data if m.classification.failing]
+    failing_txt = f"; failing: {', '.join(failing)}" if failing else ""
+    ignored = f"; no data: {', '.join(m.name for m in no_data)}" if no_data else ""
+    if score >= config.pass_score:
+        verdict, limit = JudgeVerdict.PASS, f">= pass score {config.pass_score:g}"
+    elif score >= config.marginal_score:
+        verdict, limit = JudgeVerdict.MARGINAL, (f"below pass score {config.pass_score:g}, >= marginal score "
+                                                 f"{config.marginal_score:g}")
+    else:
+        verdict, limit = JudgeVerdict.FAIL, f"below marginal score {config.marginal_score:g}"
+    return Judgement(verdict, score, results, f"{verdict.value}: {score_txt} {limit}{failing_txt}{ignored}")

@@ -1,0 +1,143 @@
+"""``ebmops rollout start|status|resume``, ``ebmops approve``, ``ebmops reject``, ``ebmops rollback``."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from ebmops.cli import context
+from ebmops.cli.output import console, print_json, print_table
+from ebmops.errors import EbmopsError
+
+rollout_app = typer.Typer(no_args_is_help=True, help="Canary rollouts region by region.")
+
+
+class RolloutNotPromoted(EbmopsError):
+    """The rollout ended without promoting the version."""
+
+    exit_code = 12
+
+
+def _print_status(out: dict) -> None:
+    rows = [{**r, "failed": ", ".join(r["failed"]) or None} for r in out["regions"]]
+    print_table(rows, ["region", "wave", "phase", "step", "weight", "verdict", "failed", "waits_for", "message"],
+                title=f"rollout {out['id']}: {out['model']} v{out['version']} ({out['kind']}) - {out['phase']}")
+    if out["decisions"]:
+        print_table(out["decisions"], ["when", "region", "kind", "actor", "accepted", "comment", "refusal"],
+                    title="decisions")
+
+
+def _finish(out: dict, json_out: bool) -> None:
+    if json_out:
+        print_json(out)
+    else:
+        _print_status(out)
+    if out["phase"] != "promoted":
+        raise RolloutNotPromoted(f"rollout {out['id']} ended {out['phase']}: {out.get('message')}")
+
+
+@rollout_app.command("start")
+def start(version: str = typer.Argument("@candidate", help="Version number or @alias to roll out."),
+          region: Optional[List[str]] = typer.Option(None, "--region", "-r",
+                                                     help="Regions, one wave each, in order (default: rollout.waves)."),
+          bake: float = typer.Option(None, "--bake", help="Bake seconds per step (default: rollout.bake_s)."),
+          hotfix: bool = typer.Option(False, "--hotfix", help="Use the expedited hotfix plan (rollout.hotfix)."),
+          auto_approve: bool = typer.Option(False, "--auto-approve", help="Approve every wave as --as."),
+          as_: str = typer.Option(None, "--as", help="Who starts (and with --auto-approve approves) the rollout."),
+          json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Start a canary rollout and drive it to the end (exit 12 when it does not promote)."""
+    s = context.settings()
+    if auto_approve and not as_:
+        raise typer.BadParameter("--auto-approve needs --as NAME (an on-call roster member)", param_hint="--as")
+    from ebmops.steps.rollout import plan_for
+    from flows.rollout import rollout as rollout_flow
+
+    plan_for(s, hotfix=hotfix, regions=region, bake_s=bake)  # a bad plan fails before a flow run starts
+    out = rollout_flow(version=version, regions=region or None, bake_s=bake, hotfix=hotfix,
+                       auto_approve_as=as_ if auto_approve else None, created_by=as_ or "ebmops-cli")
+    _finish(out, json_out)
+
+
+@rollout_app.command("resume")
+def resume(rollout_id: str = typer.Argument(..., help="Rollout id (see `ebmops rollout status`)."),
+           auto_approve: bool = typer.Option(False, "--auto-approve", help="Approve every remaining wave as --as."),
+           as_: str = typer.Option(None, "--as", help="Roster member for --auto-approve."),
+           json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Continue a rollout from its saved state (after a crash, a kill or a restart)."""
+    context.settings()
+    from flows.rollout import rollout as rollout_flow
+
+    out = rollout_flow(rollout_id=rollout_id, auto_approve_as=as_ if auto_approve else None)
+    _finish(out, json_out)
+
+
+@rollout_app.command("status")
+def status(rollout_id: str = typer.Argument(None, help="Rollout id (default: the active or latest one)."),
+           json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Region, phase, step, weight, verdict and who it waits for."""
+    s = context.settings()
+    from ebmops.steps.rollout import status as rollout_status
+
+    out = rollout_status(context.store(), rollout_id, model=s.registry.model_name)
+    if json_out:
+        print_json(out)
+    else:
+        _print_status(out)
+
+
+def _decide(rollout_id: str, approve: bool, as_: str, comment: str | None, region: str | None,
+            json_out: bool) -> None:
+    s = context.settings()
+    from ebmops.steps.rollout import decide
+
+    out = decide(s, context.store(), rollout_id, approve=approve, actor=as_, comment=comment, region=region)
+    if json_out:
+        print_json(out)
+    else:
+        console.print(f"{out['decision']} of rollout {rollout_id} in {out['region']} by {as_} recorded "
+                      f"(via {out['via']})")
+
+
+def approve(rollout_id: str = typer.Argument(..., help="Rollout id."),
+            as_: str = typer.Option(..., "--as", help="Your name; must be on the on-call roster."),
+            comment: str = typer.Option(None, "--comment", help="Why."),
+            region: str = typer.Option(None, "--region", help="The region awaiting approval (default: the first)."),
+            json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Approve the region of a rollout that awaits approval (exit 11 when --as is not on the roster)."""
+    _decide(rollout_id, True, as_, comment, region, json_out)
+
+
+def reject(rollout_id: str = typer.Argument(..., help="Rollout id."),
+           as_: str = typer.Option(..., "--as", help="Your name; must be on the on-call roster."),
+           comment: str = typer.Option(None, "--comment", help="Why."),
+           region: str = typer.Option(None, "--region", help="The region awaiting approval (default: the first)."),
+           json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Reject: the region awaiting approval rolls back (exit 11 when --as is not on the roster)."""
+    _decide(rollout_id, False, as_, comment, region, json_out)
+
+
+def rollback(model: str = typer.Argument(..., help="Model name (registry.model_name)."),
+             region: Optional[List[str]] = typer.Option(None, "--region", "-r", help="Region to roll back (repeat)."),
+             all_: bool = typer.Option(False, "--all", help="Every region."),
+             as_: str = typer.Option("ebmops-cli", "--as", help="Who rolls back (recorded)."),
+             comment: str = typer.Option(None, "--comment", help="Why."),
+             json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Return regions to their previous stable version in one command."""
+    s = context.settings()
+    from ebmops.errors import ConfigError
+    from ebmops.steps.rollout import rollback as do_rollback
+    from ebmops.steps.sync import check_regions
+
+    if model != s.registry.model_name:
+        raise ConfigError(f"MODEL: {model!r} is not the configured model {s.registry.model_name!r} "
+                          "(registry.model_name)")
+    if bool(region) == all_:
+        raise ConfigError("give --region R (repeatable) or --all")
+    regions = check_regions(s, region) if region else list(s.data.regions)
+    out = do_rollback(s, context.store(), regions=regions, actor=as_, comment=comment)
+    if json_out:
+        print_json(out)
+    else:
+        print_table([{"region": r, "stable now": f"v{v}"} for r, v in out["regions"].items()], ["region", "stable now"],
+                    title=f"rolled back {model}")
