@@ -139,7 +139,12 @@ class Node:
         else:
             parts += [(serving.stable, np.flatnonzero(~canary_mask)), (serving.canary, np.flatnonzero(canary_mask))]
         results = await asyncio.gather(*(self.batcher.score(m, _columns(x if idx is None else x[idx], schema, m))
-                                         for m, idx in parts))
+                                         for m, idx in parts), return_exceptions=True)
+        failed = [(m, r) for (m, _), r in zip(parts, results) if isinstance(r, BaseException)]
+        if failed:
+            for m, _ in failed:  # the judge sees each version's own error rate
+                self.stats.record_error(m.version)
+            raise failed[0][1]
         if len(parts) == 1:
             return results[0], [parts[0][0].version] * len(x)
         energies = np.empty(len(x), dtype=np.float32)
@@ -167,7 +172,7 @@ class Node:
     def _record_version(self, model: LoadedModel, e: np.ndarray, flags: np.ndarray, latency_ms: float) -> None:
         self.metrics.events.labels(version=model.version).inc(len(e))
         bad = self.metrics.energies.observe(model.version, e)
-        self.stats.record(model.version, latency_ms, e, int(np.count_nonzero(flags)))
+        self.stats.record(model.version, latency_ms, e, int(np.count_nonzero(flags)), model.threshold)
         if bad:
             self.metrics.errors.labels(kind="non-finite-energy").inc(bad)
 

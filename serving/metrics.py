@@ -151,14 +151,18 @@ class VersionStats:
     def __init__(self, window: int):
         self.latency_ms = Ring(window)
         self.energies = Ring(window)
+        self.outcomes = Ring(window)  # per request: 0 scored, 1 failed (the canary judge's error samples)
         self.requests = 0
         self.events = 0
         self.anomalies = 0
+        self.errors = 0
+        self.threshold: float | None = None
         self.last_at: float | None = None
 
     def as_dict(self) -> dict:
         lat = self.latency_ms.values()
-        return {"requests": self.requests, "events": self.events, "anomalies": self.anomalies,
+        return {"requests": self.requests, "events": self.events, "anomalies": self.anomalies, "errors": self.errors,
+                "threshold": self.threshold, "outcomes": self.outcomes.values().tolist(),
                 "last_at": self.last_at, "latency_ms": lat.tolist(), "energies": self.energies.values().tolist(),
                 "latency_ms_p50": _q(lat, 0.5), "latency_ms_p99": _q(lat, 0.99)}
 
@@ -175,13 +179,29 @@ class RecentStats:
         self._lock = threading.Lock()
         self._by_version: OrderedDict[str, VersionStats] = OrderedDict()
 
-    def record(self, version: str, latency_ms: float, energies: np.ndarray, anomalies: int) -> None:
+    def _get(self, version: str) -> VersionStats:
+        s = self._by_version.get(version)
+        if s is None:
+            s = self._by_version[version] = VersionStats(self.window)
+            while len(self._by_version) > MAX_STATS_VERSIONS:
+                self._by_version.popitem(last=False)
+        return s
+
+    def record_error(self, version: str) -> None:
+        """A request part this version failed to score (counted for the canary's error rate)."""
         with self._lock:
-            s = self._by_version.get(version)
-            if s is None:
-                s = self._by_version[version] = VersionStats(self.window)
-                while len(self._by_version) > MAX_STATS_VERSIONS:
-                    self._by_version.popitem(last=False)
+            s = self._get(version)
+            s.outcomes.append(1.0)
+            s.requests += 1
+            s.errors += 1
+            s.last_at = time.time()
+
+    def record(self, version: str, latency_ms: float, energies: np.ndarray, anomalies: int,
+               threshold: float | None = None) -> None:
+        with self._lock:
+            s = self._get(version)
+            s.threshold = threshold
+            s.outcomes.append(0.0)
             s.latency_ms.append(latency_ms)
             s.energies.extend(energies)
             s.requests += 1
