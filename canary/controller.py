@@ -230,6 +230,14 @@ class RolloutController:
         c, s = window(version), window(stable)
         samples = {"latency_ms": (c.latency_ms, s.latency_ms), "error": (c.outcomes, s.outcomes),
                    "energy": (c.energies, s.energies), "alert": (c.alerts, s.alerts)}
+        if len(s.latency_ms) == 0 and stable in now:
+            # At 100 % the stable version served nothing in this window. Energies, alerts and errors are
+            # compared with its most recent samples in the same region (the node keeps the last
+            # stats_window): the traffic is the same stream. Latency is not: it depends on the load of
+            # the moment, so across windows it would measure the machine, not the version (no-data here).
+            prev = now[stable]
+            samples.update(energy=(c.energies, prev.energies), alert=(c.alerts, prev.alerts),
+                           error=(c.outcomes, prev.outcomes))
         samples = {k: v for k, v in samples.items() if k in plan.analysis.metrics}
         j = judge(samples, plan.analysis)
         step = reg.step_index or 0

@@ -304,10 +304,14 @@ def _default_canary_metrics() -> dict[str, CanaryMetricSettings]:
                         weight=2.0),
         # errors are critical: one percentage point more failed requests fails the analysis.
         "error": M(bad_direction="increase", effect="rate_difference", effect_size=0.01, weight=1.0, critical=True),
-        # energies of both versions must be in one gauge (see canary/judge.py); Δ 0.10 as in the gate.
+        # energies of both versions must be in one gauge: the rollout passes each event's percentile within its
+        # own version's calibration energies (see ebmops/steps/rollout.py); Δ 0.10 as in the gate.
         "energy": M(bad_direction="either", effect="energy_shift", effect_size=0.10, weight=2.0, min_samples=200),
-        # alert storms and silent models: half a percentage point of events either way.
-        "alert": M(bad_direction="either", effect="rate_difference", effect_size=0.005, weight=2.0, min_samples=200),
+        # alert storms and silent models: five percentage points of events either way cost the weight, and
+        # 25 points (a threshold that flags most traffic, or nothing) fail the analysis outright. Two sound
+        # models disagree by a few points on attack-heavy traffic, so a tighter band pages people for nothing.
+        "alert": M(bad_direction="either", effect="rate_difference", effect_size=0.05, fail_effect_size=0.25,
+                   weight=2.0, min_samples=200),
     }
 
 
@@ -364,6 +368,44 @@ class HotfixPlanSettings(BaseModel):
         return check_steps(v)
 
 
+class DriftSettings(BaseModel):
+    """Live energy-drift monitoring (drift/, the drift-monitor flow) and hotfixes (the hotfix flow)."""
+
+    warn_delta: float = Field(default=0.05, gt=0, description="Δ at or above this is a warning (recorded, no action).")
+    hotfix_delta: float = Field(default=0.10, gt=0,
+                                description="Δ at or above this is a breach: an ebmops.drift.breached event starts a "
+                                            "hotfix (the field's 'under 10 % shift week over week').")
+    reference_age_h: float = Field(default=168.0, gt=0,
+                                   description="Compare with the same region's observation this many hours earlier "
+                                               "(a week); the model's calibration energies until one exists.")
+    reference_tolerance_h: float = Field(default=12.0, gt=0,
+                                         description="How far from reference_age_h an earlier observation may be.")
+    min_events: int = Field(default=200, ge=10, description="Fewest recent events of a version to compute Δ from.")
+    quantiles: int = Field(default=201, ge=11, le=2001,
+                           description="Quantiles of each observation kept as next week's reference.")
+    cooldown_s: float = Field(default=3600.0, ge=0,
+                              description="No new hotfix for a model and region within this many seconds of the last "
+                                          "one, unless Δ keeps growing (see growth).")
+    growth: float = Field(default=0.25, ge=0,
+                          description="Within the cooldown a breach still starts a hotfix when its Δ exceeds the last "
+                                      "hotfix's Δ by this fraction.")
+    hotfix_mode: Literal["auto", "recalibrate", "retrain"] = Field(
+        default="auto", description="recalibrate: same network, threshold and calibration from the region's recent "
+                                    "events; retrain: train on them; auto: recalibrate below retrain_delta.")
+    retrain_delta: float = Field(default=0.5, gt=0, description="auto mode retrains at or above this Δ.")
+    recent_events: int = Field(default=20000, ge=100,
+                               description="Recent events of the region a hotfix fetches from its node.")
+    auto_approve_as: str | None = Field(default=None,
+                                        description="Roster member who approves hotfix rollouts automatically; unset: "
+                                                    "a hotfix waits for an on-call approval (rollout.hotfix).")
+
+    @model_validator(mode="after")
+    def _order(self) -> "DriftSettings":
+        if self.warn_delta > self.hotfix_delta:
+            raise ValueError("drift.warn_delta must not exceed drift.hotfix_delta")
+        return self
+
+
 class RolloutSettings(BaseModel):
     """Canary rollouts (canary/): waves of regions, traffic steps, bake times, analysis and approvals."""
 
@@ -409,6 +451,7 @@ class Settings(BaseSettings):
     sync: SyncSettings = Field(default_factory=SyncSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
 
     @field_validator("home")
     @classmethod

@@ -21,13 +21,15 @@ record_task = task(steps.record, name="record-verdict", retries=2, retry_delay_s
 
 
 @flow(name="gate", log_prints=True)
-def gate(version: str | None = None) -> dict:
+def gate(version: str | None = None, window_path: str | None = None) -> dict:
     """Gate a version (default: the challenger): latency, energy drift, alert rate, detection,
-    data drift and cost against the champion. A pass sets the alias ``candidate``."""
+    data drift and cost against the champion. A pass sets the alias ``candidate``.
+    ``window_path`` (Parquet of recent events) replaces the benchmark window: a hotfix gates on the
+    region's recent traffic."""
     settings = load_settings()
     prepare_environment(settings)
     subjects = resolve_task(settings, version)
-    window_frame, x, y, holdout_id = window_task(settings)
+    window_frame, x, y, holdout_id = window_task(settings, window_path)
     latency = benchmark_task(subjects, settings)
     measurements = measure_task(subjects, settings, latency, window_frame, x, y, holdout_id)
     report = judge_task(measurements, settings)

@@ -19,7 +19,7 @@ notify_task = task(steps.notify_and_wait, name="reload-nodes", cache_policy=NO_C
 
 @flow(name="sync", log_prints=True)
 def sync(version: str | None = None, regions: list[str] | None = None, wait_s: float = 0.0,
-         reason: str = "scheduled") -> dict:
+         reason: str = "scheduled", reconcile: bool = False) -> dict:
     """Publish ``version`` (default ``@candidate``, else ``@champion``) as the stable version of
     ``regions`` (default all), then ask each node to reload and, with ``wait_s`` > 0, wait until
     every reachable node serves it. ``reason`` (scheduled, hotfix, manual) is kept with the run."""
@@ -27,6 +27,8 @@ def sync(version: str | None = None, regions: list[str] | None = None, wait_s: f
     prepare_environment(settings)
     log = get_run_logger()
     regions = steps.check_regions(settings, regions)
+    if reconcile:
+        return _reconcile(settings, regions, wait_s, reason)
     bundle = prepare_task(settings, version)
     out = publish_task(settings, bundle, regions, updated_by=f"ebmops-sync:{reason}")
     for region, r in out["regions"].items():
@@ -39,3 +41,32 @@ def sync(version: str | None = None, regions: list[str] | None = None, wait_s: f
                             "node_reachable": out["nodes"][r]["reachable"]} for r, p in out["regions"].items()],
                           key="sync-regions", description=f"sync of v{bundle.version} ({reason})")
     return out
+
+
+plan_task = task(steps.reconcile_plan, name="compare-with-registry", cache_policy=NO_CACHE)
+
+
+def _reconcile(settings, regions, wait_s, reason) -> dict:
+    """The daily reconcile: every region whose desired state differs from the registry's aliases is
+    republished (content-addressed: only what is missing uploads) and its node reloaded."""
+    from ebmops.state import open_store
+
+    log = get_run_logger()
+    store = open_store(settings)
+    plan = plan_task(settings, regions, store)
+    by_version: dict[str, list[str]] = {}
+    for region, r in plan["repairs"].items():
+        log.warning("%s: %s -> republishing v%s", region, r["problem"], r["version"])
+        by_version.setdefault(r["version"], []).append(region)
+    for region, why in plan["skipped"].items():
+        log.info("%s: skipped (%s)", region, why)
+    repaired = {}
+    for version, rs in by_version.items():
+        bundle = prepare_task(settings, version)
+        out = publish_task(settings, bundle, rs, updated_by=f"ebmops-sync:{reason}:reconcile", repair=True)
+        out["nodes"] = notify_task(settings, rs, version, wait_s=wait_s)
+        repaired.update({r: version for r in rs})
+    if not by_version:
+        log.info("every region matches the registry: %s", plan["ok"])
+    return {"reconcile": True, "reason": reason, "repaired": repaired, "ok": plan["ok"], "skipped": plan["skipped"],
+            "problems": {r: p["problem"] for r, p in plan["repairs"].items()}}

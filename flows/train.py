@@ -49,6 +49,9 @@ def train(dataset: str | None = None, epochs: int | None = None, device: str | N
         name = settings.registry.model_name
         draft = steps.summary_markdown(ds, cand, metrics, validated)
         info = register_task(cand, metrics, ds, settings, summary_md=draft)
+        store.append_audit("registration", model=info.name, version=info.version, actor="ebmops-train",
+                           payload={"run_id": info.run_id, "dataset": ds.name, "data_fingerprint": ds.fingerprint(),
+                                    "device": cand.device, "alias": "challenger"})
         summary = steps.summary_markdown(ds, cand, metrics, validated, version=info.version, model_name=name)
         create_markdown_artifact(summary, key="train-summary", description=f"{name} v{info.version}")
         store.finish_training_run(run.id, status="registered", device=cand.device, seconds=cand.seconds,

@@ -353,6 +353,20 @@ class ModelRegistry:
         with self._translate(f"logging files for version {info.version}"), staged(artifacts) as folder:
             self._client.log_artifacts(info.run_id, str(folder))
 
+    def log_version_metrics(self, version: int | str, metrics: Mapping[str, float]) -> None:
+        """Log metrics (e.g. ``drift.delta.eu-west``) to the run of a version, timestamped now: a time series
+        in the MLflow UI next to the training metrics."""
+        import time as _time
+
+        info = self.get_version(version)
+        if not info.run_id:
+            raise RegistryError(f"version {info.version} of {self.model_name!r} has no run to log metrics to")
+        metrics = check_metrics(metrics)
+        now = int(_time.time() * 1000)
+        with self._translate(f"logging metrics for version {info.version}"):
+            for k, v in metrics.items():
+                self._client.log_metric(info.run_id, k, float(v), timestamp=now)
+
     def download_artifact(self, version: int | str, path: str, dst: str | Path) -> Path:
         """Download one file logged with a version's run (e.g. ``calibration_energies.npy``) into ``dst``."""
         import mlflow.artifacts

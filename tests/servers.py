@@ -148,3 +148,46 @@ def seaweedfs_server(timeout: float = 60.0) -> Iterator[S3Server]:
         proc.wait()
         log.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def prefect_server_process(timeout: float = 90.0) -> Iterator[str]:
+    """A real ``prefect server start`` on a private port and home; yields its API URL. Processes
+    given ``PREFECT_API_URL`` share it, as flows, workers and the CLI do in production."""
+    import sys
+
+    workdir = Path(tempfile.mkdtemp(prefix="ebmops-prefect-"))
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(workdir), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_UI_ENABLED": "false", "PREFECT_LOGGING_LEVEL": "WARNING"}
+    env.pop("PREFECT_API_URL", None)
+    log = open(workdir / "server.log", "wb")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
+                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + timeout
+        import httpx
+
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"prefect server exited: {(workdir / 'server.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"prefect server not healthy at {url} in {timeout} s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -8,10 +8,12 @@ import typer
 
 from ebmops.cli import audit as audit_cmd
 from ebmops.cli import data as data_cmd
+from ebmops.cli import drift as drift_cmd
 from ebmops.cli import gate as gate_cmd
 from ebmops.cli import models as models_cmd
 from ebmops.cli import node as node_cmd
 from ebmops.cli import rollout as rollout_cmd
+from ebmops.cli import stack as stack_cmd
 from ebmops.cli import sync as sync_cmd
 from ebmops.cli import train as train_cmd
 from ebmops.cli.output import err_console
@@ -32,10 +34,13 @@ app.add_typer(sync_cmd.regions_app, name="regions")
 app.command("demo")(train_cmd.demo)
 app.command("node")(node_cmd.node)
 app.add_typer(audit_cmd.audit_app, name="audit")
+app.add_typer(drift_cmd.drift_app, name="drift")
 app.add_typer(rollout_cmd.rollout_app, name="rollout")
 app.command("approve")(rollout_cmd.approve)
 app.command("reject")(rollout_cmd.reject)
 app.command("rollback")(rollout_cmd.rollback)
+app.command("up")(stack_cmd.up)
+app.command("down")(stack_cmd.down)
 
 
 def main() -> None:

@@ -24,6 +24,9 @@ def sync(version: str = typer.Argument(None, help="Version number or @alias (def
          wait: float = typer.Option(10.0, "--wait", help="Seconds to wait until every reachable node serves the "
                                                           "version (0: do not wait)."),
          reason: str = typer.Option("manual", "--reason", help="Why: manual, scheduled or hotfix (kept with the run)."),
+         reconcile: bool = typer.Option(False, "--reconcile",
+                                        help="Repair every region whose desired state differs from the registry's "
+                                             "aliases (prod-<region>, else champion); VERSION is not used."),
          json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Publish a version to the regional stores as stable and have the nodes load it."""
     s = context.settings()
@@ -31,9 +34,16 @@ def sync(version: str = typer.Argument(None, help="Version number or @alias (def
     from flows.sync import sync as sync_flow
 
     check_regions(s, region)  # a bad --region fails before a flow run starts
-    out = sync_flow(version=version, regions=region or None, wait_s=wait, reason=reason)
+    out = sync_flow(version=version, regions=region or None, wait_s=wait, reason=reason, reconcile=reconcile)
     if json_out:
         print_json(out)
+        return
+    if reconcile:
+        rows = [{"region": r, "action": f"repaired -> v{v}", "was": out["problems"].get(r)}
+                for r, v in out["repaired"].items()]
+        rows += [{"region": r, "action": f"ok (v{v})", "was": None} for r, v in out["ok"].items()]
+        rows += [{"region": r, "action": "skipped", "was": why} for r, why in out["skipped"].items()]
+        print_table(rows, ["region", "action", "was"], title="reconcile with the registry")
         return
     rows = [{"region": r, "seconds": p["seconds"], "bytes uploaded": p["bytes_uploaded"],
              "blobs skipped": p["blobs_skipped"], "generation": p["generation"],

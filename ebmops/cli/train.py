@@ -57,17 +57,9 @@ def train(dataset: str = typer.Option(None, help="Dataset name: kdd99 or one und
 
 
 def demo() -> None:
-    """The lifecycle end to end on embedded defaults (SQLite, local MLflow, temporary Prefect)."""
-    s = context.settings()
-    t0 = time.perf_counter()
-    console.rule("[bold]ebmops demo[/bold]")
-    console.print(f"home: {s.home}  (state {s.resolved_state_url}, MLflow {s.resolved_tracking_uri})")
-    from flows.train import train as train_flow
+    """The lifecycle end to end on embedded defaults: train, gate, sync, serve, canary rollouts, a bad
+    candidate rolled back, drift detected and hotfixed (SQLite, local MLflow, temporary Prefect)."""
+    context.settings()
+    from ebmops.demo import run_demo
 
-    console.rule("1. validate, train, evaluate, register")
-    res = train_flow()
-    _result_tables(res, s)
-    console.rule("2. gate against the champion")
-    print_gate(res["gate"]["report"])
-    console.rule(f"done in {time.perf_counter() - t0:.0f} s")
-    console.print(f"Open the MLflow UI: [bold]{mlflow_ui_hint(s)}[/bold] then http://127.0.0.1:5000")
+    run_demo()

@@ -153,3 +153,41 @@ class AuditLogRow(Base):
     payload: Mapped[dict] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class DriftObservationRow(Base):
+    """One Δ of one version's live energies in one region against its reference."""
+
+    __tablename__ = "drift_observations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    model_name: Mapped[str] = mapped_column(String(200), index=True)
+    version: Mapped[str] = mapped_column(String(128), index=True)
+    region: Mapped[str] = mapped_column(String(64), index=True)
+    delta: Mapped[float | None] = mapped_column(Float, nullable=True)
+    level: Mapped[str] = mapped_column(String(16))
+    reference_kind: Mapped[str] = mapped_column(String(32))
+    reference_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    n_events: Mapped[int] = mapped_column(Integer, default=0)
+    quantiles: Mapped[list] = mapped_column(JSON, default=list)
+
+
+class HotfixRow(Base):
+    """A hotfix of one model in one region; ``active_key`` is unique while it runs (one at a time)."""
+
+    __tablename__ = "hotfixes"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    model_name: Mapped[str] = mapped_column(String(200), index=True)
+    region: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[str] = mapped_column(String(128))
+    delta: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    mode: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    new_version: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    timeline: Mapped[list] = mapped_column(JSON, default=list)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    active_key: Mapped[str | None] = mapped_column(String(300), nullable=True, unique=True)

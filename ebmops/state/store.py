@@ -18,6 +18,8 @@ from ebmops.errors import EbmopsError, RolloutConflict
 from canary.phases import Phase, TransitionRefused, check_transition, is_terminal
 from ebmops.state.models import (
     Base,
+    DriftObservationRow,
+    HotfixRow,
     DecisionRow,
     GateReportRow,
     QuarantineRow,
@@ -387,6 +389,84 @@ class StateStore:
         with self.session() as s:
             return [DecisionRecord.from_row(r) for r in s.scalars(q.order_by(DecisionRow.id).limit(limit)).all()]
 
+    # ---- drift observations and hotfixes ---------------------------------------------------------
+    def record_drift(self, *, model_name: str, version: str, region: str, delta: float | None, level: str,
+                     reference_kind: str, reference_at: datetime | None, n_events: int,
+                     quantiles: list[float], created_at: datetime | None = None) -> "DriftObservationRecord":
+        row = DriftObservationRow(created_at=created_at or utcnow(), model_name=model_name, version=str(version),
+                                  region=region, delta=delta, level=level, reference_kind=reference_kind,
+                                  reference_at=reference_at, n_events=int(n_events), quantiles=list(quantiles))
+        with self.session() as s:
+            s.add(row)
+            s.flush()
+            return DriftObservationRecord.from_row(row)
+
+    def list_drift(self, *, model_name: str | None = None, version: str | None = None, region: str | None = None,
+                   since: datetime | None = None, until: datetime | None = None,
+                   limit: int = 200) -> list["DriftObservationRecord"]:
+        """Observations, newest first."""
+        q = select(DriftObservationRow)
+        for col, val in ((DriftObservationRow.model_name, model_name), (DriftObservationRow.version, version),
+                         (DriftObservationRow.region, region)):
+            if val is not None:
+                q = q.where(col == str(val))
+        if since is not None:
+            q = q.where(DriftObservationRow.created_at >= since)
+        if until is not None:
+            q = q.where(DriftObservationRow.created_at <= until)
+        with self.session() as s:
+            rows = s.scalars(q.order_by(DriftObservationRow.created_at.desc(), DriftObservationRow.id.desc())
+                             .limit(limit)).all()
+            return [DriftObservationRecord.from_row(r) for r in rows]
+
+    def start_hotfix(self, *, model_name: str, region: str, version: str, delta: float,
+                     hotfix_id: str | None = None) -> "HotfixRecord":
+        """Record a running hotfix; refused (``HotfixConflict``) while one runs for this model and region."""
+        key = f"{model_name}|{region}"
+        row = HotfixRow(id=hotfix_id or uuid.uuid4().hex, created_at=utcnow(), model_name=model_name, region=region,
+                        version=str(version), delta=float(delta), status="running", timeline=[], active_key=key)
+        try:
+            with self.session() as s:
+                s.add(row)
+                s.flush()
+                return HotfixRecord.from_row(row)
+        except IntegrityError:
+            running = self.list_hotfixes(model_name=model_name, region=region, status="running", limit=1)
+            rid = running[0].id if running else "?"
+            raise HotfixConflict(f"a hotfix of {model_name} in {region} is already running ({rid}); one at a time",
+                                 active_id=rid) from None
+
+    def update_hotfix(self, hotfix_id: str, *, status: str | None = None, event: str | None = None,
+                      **fields) -> "HotfixRecord":
+        """Append ``event`` to the timeline (with the time), set fields; a final status frees the slot."""
+        with self.session() as s:
+            row = s.get(HotfixRow, hotfix_id)
+            if row is None:
+                raise StateStoreError(f"no hotfix {hotfix_id}")
+            if event:
+                row.timeline = [*(row.timeline or []), {"at": utcnow().isoformat(), "event": event}]
+            for k, v in fields.items():
+                if k not in ("mode", "new_version", "message"):
+                    raise ValueError(f"unknown hotfix field {k!r}")
+                setattr(row, k, v)
+            if status is not None:
+                row.status = status
+                if status != "running":
+                    row.active_key = None
+                    row.finished_at = utcnow()
+            s.flush()
+            return HotfixRecord.from_row(row)
+
+    def list_hotfixes(self, *, model_name: str | None = None, region: str | None = None, status: str | None = None,
+                      limit: int = 50) -> list["HotfixRecord"]:
+        q = select(HotfixRow)
+        for col, val in ((HotfixRow.model_name, model_name), (HotfixRow.region, region), (HotfixRow.status, status)):
+            if val is not None:
+                q = q.where(col == val)
+        with self.session() as s:
+            return [HotfixRecord.from_row(r) for r in
+                    s.scalars(q.order_by(HotfixRow.created_at.desc()).limit(limit)).all()]
+
     # ---- audit log (see ebmops/audit.py for the hash chain) --------------------------------------
     def append_audit(self, kind: str, *, model: str | None = None, version: str | None = None,
                      region: str | None = None, actor: str, payload: dict | None = None):
@@ -549,3 +629,57 @@ class DecisionRecord:
         return cls(id=r.id, rollout_id=r.rollout_id, kind=r.kind, actor=r.actor, created_at=_aware(r.created_at),
                    accepted=bool(r.accepted), region=r.region, wave=r.wave, comment=r.comment,
                    analysis=dict(r.analysis) if r.analysis is not None else None, refusal_reason=r.refusal_reason)
+
+
+class HotfixConflict(EbmopsError):
+    """A hotfix for this model and region is already running."""
+
+    exit_code = 13
+
+    def __init__(self, message: str, *, active_id: str):
+        super().__init__(message)
+        self.active_id = active_id
+
+
+@dataclass(frozen=True)
+class DriftObservationRecord:
+    id: int
+    created_at: datetime
+    model_name: str
+    version: str
+    region: str
+    delta: float | None
+    level: str
+    reference_kind: str
+    reference_at: datetime | None
+    n_events: int
+    quantiles: list
+
+    @classmethod
+    def from_row(cls, r: DriftObservationRow) -> "DriftObservationRecord":
+        return cls(id=r.id, created_at=_aware(r.created_at), model_name=r.model_name, version=r.version,
+                   region=r.region, delta=r.delta, level=r.level, reference_kind=r.reference_kind,
+                   reference_at=_aware(r.reference_at) if r.reference_at else None, n_events=r.n_events,
+                   quantiles=list(r.quantiles or []))
+
+
+@dataclass(frozen=True)
+class HotfixRecord:
+    id: str
+    created_at: datetime
+    finished_at: datetime | None
+    model_name: str
+    region: str
+    version: str
+    delta: float
+    status: str
+    mode: str | None
+    new_version: str | None
+    timeline: list
+    message: str | None
+
+    @classmethod
+    def from_row(cls, r: HotfixRow) -> "HotfixRecord":
+        return cls(id=r.id, created_at=_aware(r.created_at), finished_at=_aware(r.finished_at) if r.finished_at else None,
+                   model_name=r.model_name, region=r.region, version=r.version, delta=r.delta, status=r.status,
+                   mode=r.mode, new_version=r.new_version, timeline=list(r.timeline or []), message=r.message)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ebmops.errors import ConfigError
 from ebmops.settings import Settings
 
 CANDIDATE_ALIAS = "candidate"
@@ -72,18 +73,31 @@ def resolve(settings: Settings, version: str | None) -> GateSubjects:
                         calibration_energies=np.load(calib_path), training_sample_path=sample)
 
 
-def window(settings: Settings):
-    """(window features frame, x, y) of the benchmark window / labelled holdout."""
+def window(settings: Settings, window_path: str | None = None):
+    """(window frame, window x, (holdout x, holdout y), holdout id).
+
+    The window is what energies, alert rates and feature drift are measured on: the labelled
+    holdout of ``gate.window_dataset`` by default, or the recent events in ``window_path`` (a
+    hotfix gates on the region's recent traffic). Detection quality always uses the labelled
+    holdout."""
+    import pandas as pd
+
     from ebmops.data import load_dataset
     from training import split_dataset
 
     ds = load_dataset(settings.gate.window_dataset or settings.data.dataset, settings)
     t = settings.training
     sp = split_dataset(ds, train_fraction=t.train_fraction, calibration_fraction=t.calibration_fraction, seed=t.seed)
-    import pandas as pd
-
+    holdout = (sp.x_test, sp.y_test)
+    if window_path:
+        recent = pd.read_parquet(window_path)
+        missing = [f for f in sp.feature_names if f not in recent.columns]
+        if missing:
+            raise ConfigError(f"window_path {window_path} lacks the model's features {missing[:5]}")
+        frame = recent[list(sp.feature_names)].astype("float32")
+        return frame, frame.to_numpy(np.float32), holdout, ds.fingerprint()[:12]
     frame = pd.DataFrame(sp.x_test, columns=list(sp.feature_names))
-    return frame, sp.x_test, sp.y_test, ds.fingerprint()[:12]
+    return frame, sp.x_test, holdout, ds.fingerprint()[:12]
 
 
 def benchmark(subjects: GateSubjects, settings: Settings) -> dict:
@@ -120,7 +134,9 @@ def measure(subjects: GateSubjects, settings: Settings, latency: dict, window_fr
 
     cand, champ = subjects.candidate, subjects.champion
     e_cand, thr_cand = _energies(subjects.candidate_path, x)
-    normal = y == 0 if y is not None else np.ones(len(x), bool)
+    x_h, y = y if isinstance(y, tuple) else (x, y)  # the labelled holdout for detection quality
+    same = x_h is x
+    normal = (y == 0) if (y is not None and same) else np.ones(len(x), bool)
     m = GateMeasurements(model_name=cand.name, model_version=cand.version,
                          champion_version=champ.version if champ else None,
                          candidate_latency=latency.get("candidate"), champion_latency=latency.get("champion"),
@@ -129,14 +145,15 @@ def measure(subjects: GateSubjects, settings: Settings, latency: dict, window_fr
                          candidate_alert_rate=alert_rate(e_cand, thr_cand), alert_window_events=len(x),
                          n_features=x.shape[1])
     if y is not None:
-        d = detection_metrics(e_cand, y)
+        e_cand_h = e_cand if same else _energies(subjects.candidate_path, x_h)[0]
+        d = detection_metrics(e_cand_h, y)
         m.candidate_detection = DetectionMetrics(auroc=d["auroc"], ap=d["ap"], n_positive=int(y.sum()),
                                                  n_negative=int((y == 0).sum()), holdout_id=holdout_id)
     if subjects.champion_path:
         e_champ, thr_champ = _energies(subjects.champion_path, x)
         m.champion_alert_rate = alert_rate(e_champ, thr_champ)
         if y is not None:
-            d = detection_metrics(e_champ, y)
+            d = detection_metrics(e_champ if same else _energies(subjects.champion_path, x_h)[0], y)
             m.champion_detection = DetectionMetrics(auroc=d["auroc"], ap=d["ap"], n_positive=int(y.sum()),
                                                     n_negative=int((y == 0).sum()), holdout_id=holdout_id)
     if subjects.training_sample_path is not None:
@@ -188,6 +205,10 @@ def record(report, subjects: GateSubjects, settings: Settings, store=None) -> di
     if store is not None:
         store.record_gate_report(model_name=report.model_name, version=version, verdict=report.verdict.value,
                                  champion_version=report.champion_version, report=report.to_dict())
+        store.append_audit("gate", model=report.model_name, version=version, actor="ebmops-gate",
+                           payload={"verdict": report.verdict.value, "champion": report.champion_version,
+                                    "checks": {c.name: c.verdict.value for c in report.checks},
+                                    "candidate_alias": report.verdict.promotes})
     return {"version": version, "verdict": report.verdict.value, "action": report.verdict.action,
             "champion": report.champion_version, "json": str(json_path), "markdown": str(md_path),
             "candidate_alias": report.verdict.promotes}

@@ -103,8 +103,13 @@ class RegionTraffic:
                                   + (f" (last error: {rep.last_error})" if rep.last_error else ""))
             time.sleep(0.2)
 
-    def _gauge(self, version: str) -> tuple[float, float]:
-        """Median and IQR of the version's calibration energies: puts every version's energies in one gauge."""
+    def _gauge(self, version: str) -> np.ndarray | None:
+        """The version's sorted calibration energies: each live energy becomes its percentile among them.
+
+        Two versions' raw energies are in different gauges (an EBM's energy is defined up to shift and
+        scale, and two trainings differ in shape too). The percentile within a version's own
+        calibration is gauge-free: on the same traffic, two sound versions give the same percentile
+        distribution, and a version whose energies moved gives a different one."""
         if version not in self._gauges:
             from registry import ModelRegistry
 
@@ -112,11 +117,10 @@ class RegionTraffic:
             try:
                 dst = self.settings.home / "rollouts" / "calibration" / version
                 cal = np.load(reg.download_artifact(version, "calibration_energies.npy", dst))
-                q1, med, q3 = np.quantile(cal, [0.25, 0.5, 0.75])
-                self._gauges[version] = (float(med), float(max(q3 - q1, 1e-12)))
-            except Exception as e:  # noqa: BLE001 - without a calibration the raw energies are compared
-                log.warning("no calibration energies for version %s (%s); comparing raw energies", version, e)
-                self._gauges[version] = (0.0, 1.0)
+                self._gauges[version] = np.sort(np.asarray(cal, dtype=np.float64))
+            except Exception as e:  # noqa: BLE001 - without a calibration the energy metric has no data
+                log.warning("no calibration energies for version %s (%s); its energies are not compared", version, e)
+                self._gauges[version] = None
         return self._gauges[version]
 
     def samples(self, region: str) -> dict[str, VersionSamples]:
@@ -128,12 +132,12 @@ class RegionTraffic:
         for version, s in (r.json().get("by_version") or {}).items():
             e = np.asarray(s.get("energies") or [], dtype=np.float64)
             thr = s.get("threshold")
-            med, iqr = self._gauge(version)
+            cal = self._gauge(version)
             out[version] = VersionSamples(
                 requests=int(s.get("requests", 0)), events=int(s.get("events", 0)),
                 latency_ms=np.asarray(s.get("latency_ms") or [], dtype=np.float64),
                 outcomes=np.asarray(s.get("outcomes") or [], dtype=np.float64),
-                energies=(e - med) / iqr,
+                energies=np.searchsorted(cal, e, side="right") / len(cal) if cal is not None and len(cal) else np.empty(0),
                 alerts=(e > thr).astype(np.float64) if thr is not None else np.empty(0))
         return out
 
@@ -345,11 +349,20 @@ def rollback(settings: Settings, store, *, regions: list[str] | None, actor: str
     model = settings.registry.model_name
     targets = list(regions or settings.data.regions)
     active = store.active_rollout(model)
-    last = active or next(iter(store.list_rollouts(model_name=model, limit=1)), None)
+    history = store.list_rollouts(model_name=model, limit=200)
+
+    def promoted_in(region: str):
+        """The newest rollout that promoted ``region``: its stable_before is what the region ran before."""
+        for ro in history:
+            if any(r.region == region and r.phase == Phase.PROMOTED.value for r in ro.regions):
+                return ro
+        return None
+
     traffic = RegionTraffic(settings)
     prev_champ = ModelRegistry.from_settings(settings).get_by_alias("previous-champion")
     done = {}
     for region in targets:
+        last = promoted_in(region)
         previous = (last.stable_before.get(region) if last else None) or (prev_champ.version if prev_champ else None)
         if active is not None:
             reg = active.region(region) if region in {r.region for r in active.regions} else None
@@ -371,6 +384,7 @@ def rollback(settings: Settings, store, *, regions: list[str] | None, actor: str
             raise RolloutRefused(f"--region {region}: no previous stable version is known (no rollout and no "
                                  "'previous-champion' alias); sync the version you want with `ebmops sync VERSION`")
         traffic.set_traffic(region, stable=previous, canary=None, weight=0.0)
+        RegistryAliases(settings).set_alias(f"prod-{region}", previous)
         if last is not None:
             store.record_decision(last.id, kind="rollback", actor=actor, region=region, comment=comment)
         store.append_audit("rollback", model=model, version=previous, region=region, actor=actor,

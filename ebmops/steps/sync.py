@@ -98,14 +98,24 @@ def prepare(settings: Settings, version: str | None) -> SyncBundle:
 
 
 def publish(settings: Settings, bundle: SyncBundle, regions: Sequence[str], *, set_stable: bool = True,
-            updated_by: str = "ebmops-sync") -> dict:
+            updated_by: str = "ebmops-sync", repair: bool = False) -> dict:
     """Publish to ``regions`` concurrently and record each region in the state store."""
     from registry.publish import sync_version
 
     result = sync_version(settings, bundle.model_file, model_name=bundle.model_name, version=bundle.version,
                           features=bundle.features, threshold=bundle.threshold, gate_verdict=bundle.gate_verdict,
                           regions=list(regions), set_stable=set_stable, updated_by=updated_by,
-                          metadata=bundle.metadata)
+                          metadata=bundle.metadata, repair=repair)
+    from ebmops.state import open_store
+
+    store = open_store(settings)
+    try:
+        store.append_audit("sync", model=bundle.model_name, version=bundle.version, actor=updated_by,
+                           payload={"sync_id": result.sync_id, "regions": sorted(result.regions),
+                                    "bytes_uploaded": result.bytes_uploaded, "set_stable": set_stable,
+                                    "gate_verdict": bundle.gate_verdict})
+    finally:
+        store.close()
     return {"sync_id": result.sync_id, "model_name": bundle.model_name, "version": bundle.version,
             "seconds": result.seconds, "bytes_uploaded": result.bytes_uploaded,
             "regions": {r: {"seconds": p.seconds, "bytes_uploaded": p.bytes_uploaded,
@@ -265,3 +275,47 @@ def regions_status(settings: Settings, regions: Sequence[str] | None = None, *, 
         global_issues.append(f"regions disagree on the stable version: {by}")
     consistent = not global_issues and all(not r["issues"] for r in rows.values())
     return {"model": model, "consistent": consistent, "issues": global_issues, "regions": rows}
+
+
+def reconcile_plan(settings: Settings, regions: Sequence[str] | None = None, store=None) -> dict:
+    """What the daily reconcile must repair: per region the version the registry says it should run as
+    stable (alias ``prod-<region>``, else ``champion``) when its store's desired state differs, is
+    missing or cannot be verified. Regions inside an active rollout are left to the rollout."""
+    from registry import ModelRegistry
+    from registry.desired_state import read_desired
+    from registry.objectstore.factory import store_for_region
+    from registry.signing import signing_key
+
+    regions = check_regions(settings, regions)
+    reg = ModelRegistry.from_settings(settings)
+    model = settings.registry.model_name
+    key = signing_key(settings, verify_only=True)
+    champion = reg.get_by_alias(CHAMPION_ALIAS)
+    busy: set[str] = set()
+    if store is not None:
+        active = store.active_rollout(model)
+        if active is not None:
+            busy = {r.region for r in active.regions}
+    repairs, ok, skipped = {}, {}, {}
+    for region in regions:
+        wanted = reg.get_by_alias(f"prod-{region}") or champion
+        if wanted is None:
+            skipped[region] = "no prod-<region> or champion alias: nothing to reconcile against"
+            continue
+        if region in busy:
+            skipped[region] = "inside an active rollout"
+            continue
+        try:
+            desired = read_desired(store_for_region(settings, region), model, key)
+            problem = None if desired is not None else "no desired state"
+            if desired is not None and (desired.stable_version != wanted.version or desired.canary_version):
+                problem = (f"desired stable {desired.stable_version}"
+                           + (f" + canary {desired.canary_version}" if desired.canary_version else "")
+                           + f", registry says {wanted.version}")
+        except EbmopsError as e:
+            problem = f"desired state unusable: {e}"
+        if problem:
+            repairs[region] = {"version": wanted.version, "problem": problem}
+        else:
+            ok[region] = wanted.version
+    return {"repairs": repairs, "ok": ok, "skipped": skipped}

@@ -3,6 +3,7 @@ flow run to three local region stores, served by three real node processes on lo
 
 from __future__ import annotations
 
+import json
 import socket
 
 import httpx
@@ -91,4 +92,24 @@ def test_sync_publishes_to_every_region_and_the_nodes_serve_it(prefect_server, f
         assert not drifted["consistent"]
         assert any("generation" in i for i in drifted["regions"]["ap-south"]["issues"])
         assert not drifted["regions"]["us-east"]["issues"]
+
+        # the daily reconcile: an operator edits eu-west's desired state by hand (breaking its signature);
+        # the registry says v1 is the champion, so the reconcile rewrites it and the node serves v1 again
+        from registry import ModelRegistry
+        from registry.desired_state import desired_key
+
+        ModelRegistry.from_settings(settings).set_alias("champion", version)
+        eu = store_for_region(settings, "eu-west")
+        doc = json.loads(eu.get_bytes(desired_key(settings.registry.model_name)))
+        doc["canary_weight"] = 0.5
+        doc["canary_version"] = "999"
+        eu.put_bytes(desired_key(settings.registry.model_name), json.dumps(doc).encode())
+        broken = regions_status(settings)
+        assert any("unusable" in i for i in broken["regions"]["eu-west"]["issues"])
+        fixed = sync(reconcile=True, reason="scheduled", wait_s=10.0)
+        assert fixed["repaired"] == {"eu-west": version}
+        assert set(fixed["ok"]) == {"us-east", "ap-south"}
+        assert read_desired(eu, settings.registry.model_name, key).stable_version == version
+        again = sync(reconcile=True)
+        assert again["repaired"] == {}
     get_settings.cache_clear()

@@ -1,0 +1,33 @@
+"""``ebmops drift check``: run the drift monitor once and show Δ per region and version."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from ebmops.cli import context
+from ebmops.cli.output import console, print_json, print_table
+
+drift_app = typer.Typer(no_args_is_help=True, help="Live energy drift per region.")
+
+
+@drift_app.command("check")
+def check(region: Optional[List[str]] = typer.Option(None, "--region", "-r", help="Region (repeat); default all."),
+          json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Run the drift-monitor flow now: Δ per region, breaches emitted as ebmops.drift.breached."""
+    s = context.settings()
+    from ebmops.steps.sync import check_regions
+    from flows.drift import drift_monitor
+
+    check_regions(s, region)
+    out = drift_monitor(regions=region or None)
+    if json_out:
+        print_json(out)
+        return
+    print_table(out["observations"], ["region", "version", "role", "delta", "level", "reference_kind", "n_events"],
+                title=f"energy shift Δ (warn {s.drift.warn_delta}, hotfix {s.drift.hotfix_delta})")
+    for b in out["breaches"]:
+        console.print(f"[red]breach[/red] {b['region']} v{b['version']} Δ={b['delta']:.3f}: "
+                      f"{'hotfix event emitted' if b['start_hotfix'] else 'no hotfix: ' + b['decision']}"
+                      + (f"; report {b['report']}" if b.get("report") else ""))

@@ -1,0 +1,61 @@
+"""The ``drift-monitor`` flow (hourly): Δ per region and version, stored, logged, and breaches emitted."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+
+from ebmops.runtime import prepare_environment
+from ebmops.settings import load_settings
+from ebmops.state import open_store
+from ebmops.steps import drift as steps
+from ebmops.steps.sync import check_regions
+
+monitor_task = task(steps.monitor_region, name="observe-region", cache_policy=NO_CACHE)
+metrics_task = task(steps.log_metrics, name="log-mlflow-metrics", retries=2, retry_delay_seconds=2,
+                    cache_policy=NO_CACHE)
+report_task = task(steps.breach_report, name="breach-report", cache_policy=NO_CACHE)
+decide_task = task(steps.hotfix_candidates, name="decide-hotfixes", cache_policy=NO_CACHE)
+
+
+@flow(name="drift-monitor", log_prints=True)
+def drift_monitor(regions: list[str] | None = None) -> dict:
+    """Compare each region's live energies with a week earlier (or the calibration), per served
+    version; on a breach keep an Evidently report and emit ``ebmops.drift.breached`` (which the
+    ``hotfix`` deployment's trigger turns into a hotfix run), unless a hotfix runs or cools down."""
+    settings = load_settings()
+    prepare_environment(settings)
+    log = get_run_logger()
+    store = open_store(settings)
+    cache: dict = {}
+    observations = []
+    for region in check_regions(settings, regions):
+        observations += monitor_task(settings, store, region, calibration_cache=cache)
+    metrics_task(settings, observations)
+    breaches = decide_task(settings, store, observations)
+    for b in breaches:
+        b["report"] = report_task(settings, b)
+        store.append_audit("drift_breach", model=b["model"], version=b["version"], region=b["region"],
+                           actor="ebmops-drift-monitor",
+                           payload={"delta": b["delta"], "reference": b["reference_kind"], "report": b["report"],
+                                    "hotfix": b["start_hotfix"], "decision": b["decision"]})
+        if b["start_hotfix"]:
+            emit_event(event=steps.BREACH_EVENT, resource={"prefect.resource.id": f"ebmops.model.{b['model']}",
+                                                           "ebmops.region": b["region"]},
+                       payload={"region": b["region"], "model": b["model"], "version": b["version"],
+                                "delta": b["delta"], "report": b["report"]})
+            log.warning("drift breach in %s: v%s Δ=%.3f -> %s emitted", b["region"], b["version"], b["delta"],
+                        steps.BREACH_EVENT)
+        else:
+            log.info("drift breach in %s: v%s Δ=%.3f, no hotfix: %s", b["region"], b["version"], b["delta"],
+                     b["decision"])
+    for o in observations:
+        log.info("%s v%s (%s): Δ=%s %s (reference %s, %d events)", o["region"], o["version"], o["role"],
+                 "-" if o["delta"] is None else f"{o['delta']:.4f}", o["level"], o["reference_kind"], o["n_events"])
+    if observations:
+        create_table_artifact([{k: o.get(k) for k in ("region", "version", "role", "delta", "level",
+                                                       "reference_kind", "n_events")} for o in observations],
+                              key="drift", description="live energy shift per region")
+    return {"observations": observations, "breaches": breaches}

@@ -1,0 +1,189 @@
+"""Canary rollouts for real: a real Prefect server process, the ``ebmops`` CLI in subprocesses,
+real MLflow, three real node processes fed with live kdd99 traffic.
+
+One stack per module (training is the slow part): v1 is champion and stable everywhere, v2 an
+ordinary retrain, v3 a deliberately bad one (its threshold flags most events)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from ebmops.settings import load_settings
+from ebmops.state import open_store
+from tests.flows.test_sync_flow import _free_base_port
+
+pytestmark = pytest.mark.slow
+
+
+def _cli(env, *args, timeout=600, check=True):
+    r = subprocess.run([sys.executable, "-m", "ebmops.cli.main", *args], env=env, capture_output=True, text=True,
+                       timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"ebmops {' '.join(args)} exited {r.returncode}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return r
+
+
+def _wait(pred, timeout=180, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, data_home, kdd99):
+    from ebmops.localnodes import start_nodes
+    from ebmops.replay import Replayer
+    from registry import ModelRegistry
+    from tests.servers import prefect_server_process
+
+    root = tmp_path_factory.mktemp("rollout")
+    home = root / "home"
+    (home / "data").mkdir(parents=True)
+    (home / "data" / "kdd99.parquet").symlink_to(load_settings(home=data_home).data_dir / "kdd99.parquet")
+    with prefect_server_process() as api:
+        env = {**os.environ, "EBMOPS_HOME": str(home), "PREFECT_API_URL": api,
+               "EBMOPS_SYNC__SIGNING_KEY": "r" * 40, "EBMOPS_SERVING__BASE_PORT": str(_free_base_port(3)),
+               "EBMOPS_SERVING__POLL_INTERVAL_S": "30", "EBMOPS_ROLLOUT__STEPS": "[0.5, 1.0]",
+               "EBMOPS_ROLLOUT__BAKE_S": "3", "EBMOPS_ROLLOUT__ONCALL_ROSTER": '["oncall", "alice"]',
+               "EBMOPS_ROLLOUT__APPROVAL_TIMEOUT_S": "300", "COLUMNS": "200"}
+        env.pop("EBMOPS_CONFIG", None)
+        old = {k: os.environ.get(k) for k in env}
+        os.environ.update({k: env[k] for k in env if k.startswith("EBMOPS_")})
+        settings = load_settings()
+        try:
+            v1 = json.loads(_cli(env, "train", "--epochs", "2", "--no-gate", "--json").stdout)["version"]
+            ModelRegistry.from_settings(settings).set_alias("champion", v1)
+            _cli(env, "sync", v1, "--wait", "0")
+            v2 = json.loads(_cli(env, "train", "--epochs", "2", "--seed", "1", "--json").stdout)["version"]
+            env_bad = {**env, "EBMOPS_TRAINING__THRESHOLD_QUANTILE": "0.05"}
+            v3 = json.loads(_cli(env_bad, "train", "--epochs", "1", "--seed", "2", "--no-gate",
+                                 "--json").stdout)["version"]
+            x = kdd99.frame[list(kdd99.schema.features)].to_numpy(np.float32)
+            with start_nodes(settings, wait_ready=True) as nodes:
+                urls = {r: n.url for r, n in nodes.nodes.items()}
+                with Replayer(urls, x, batch=32, rate=40) as replay:
+                    yield {"env": env, "settings": settings, "v1": v1, "v2": v2, "v3": v3, "replay": replay,
+                           "nodes": nodes}
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+def test_rollout_with_prefect_approval_kill_and_resume(stack):
+    from ebmops.audit import verify
+    from registry import ModelRegistry
+
+    env, settings, v1, v2 = stack["env"], stack["settings"], stack["v1"], stack["v2"]
+    store = open_store(settings)
+    proc = subprocess.Popen([sys.executable, "-m", "ebmops.cli.main", "rollout", "start", v2, "--as", "ci"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        ro = _wait(lambda: store.active_rollout(settings.registry.model_name), what="the rollout to be created")
+        rid = ro.id
+        _wait(lambda: store.get_rollout(rid).region("us-east").phase == "awaiting_approval", what="us-east approval")
+
+        # a second rollout of the same model is refused with the id of the first
+        second = _cli(env, "rollout", "start", v2, check=False)
+        assert second.returncode == 10 and rid in second.stderr
+
+        # a name off the roster is refused and recorded; the rollout keeps waiting
+        refused = _cli(env, "approve", rid, "--as", "mallory", check=False)
+        assert refused.returncode == 11 and "roster" in refused.stderr
+        assert store.get_rollout(rid).region("us-east").phase == "awaiting_approval"
+
+        # a roster member approves through the Prefect API, from this other process
+        _wait(lambda: _paused(env), timeout=60, what="the flow run to pause")
+        ok = _cli(env, "approve", rid, "--as", "oncall", "--comment", "latency and energies look fine", "--json")
+        assert json.loads(ok.stdout)["via"] == "prefect"
+        _wait(lambda: store.get_rollout(rid).region("eu-west").phase in ("progressing", "analysing"),
+              what="eu-west to start")
+        os.killpg(proc.pid, signal.SIGKILL)  # kill the rollout mid-wave
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    killed = store.get_rollout(rid)
+    assert killed.active and killed.region("us-east").phase == "promoted"
+
+    # resume from the saved state; the remaining waves are approved as a roster member
+    out = json.loads(_cli(env, "rollout", "resume", rid, "--auto-approve", "--as", "alice", "--json").stdout)
+    assert out["phase"] == "promoted", out
+    assert [r["phase"] for r in out["regions"]] == ["promoted"] * 3
+    steps = [e for e in store.list_audit(limit=1000) if e.kind == "rollout_step" and e.payload.get("rollout") == rid
+             and "step" in e.payload]
+    per_region = {}
+    for e in sorted(steps, key=lambda e: e.seq):
+        per_region.setdefault(e.region, []).append(e.payload["step"])
+    assert per_region == {"us-east": [0, 1], "eu-west": [0, 1], "ap-south": [0, 1]}  # no step repeated
+    decisions = [(d.kind, d.actor, d.accepted) for d in store.list_decisions(rid)]
+    assert ("approve", "mallory", False) in decisions and ("approve", "oncall", True) in decisions
+    reg = ModelRegistry.from_settings(settings)
+    assert reg.get_by_alias("champion").version == v2 and reg.get_by_alias("previous-champion").version == v1
+    assert all(reg.get_by_alias(f"prod-{r}").version == v2 for r in settings.data.regions)
+    status = json.loads(_cli(env, "regions", "status", "--json").stdout)
+    assert status["consistent"] and {r["served_stable"] for r in status["regions"].values()} == {v2}
+    assert verify(store).ok
+    assert stack["replay"].traffic["eu-west"].errors == 0
+
+
+def _paused(env) -> bool:
+    code = ("from prefect.client.orchestration import get_client\n"
+            "from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType\n"
+            "from prefect.client.schemas.objects import StateType\n"
+            "with get_client(sync_client=True) as c:\n"
+            "    runs = c.read_flow_runs(flow_run_filter=FlowRunFilter(state=FlowRunFilterState("
+            "type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))\n"
+            "print(len(runs))\n")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    return r.returncode == 0 and int(r.stdout.strip() or 0) > 0
+
+
+def test_a_bad_candidate_is_rolled_back_automatically_then_manual_rollbacks(stack):
+    from ebmops.audit import verify
+
+    env, settings, v1, v2, v3 = stack["env"], stack["settings"], stack["v1"], stack["v2"], stack["v3"]
+    store = open_store(settings)
+    bad = _cli(env, "rollout", "start", v3, "--auto-approve", "--as", "oncall", "--json", check=False)
+    assert bad.returncode == 12, bad.stderr
+    out = json.loads(bad.stdout)
+    assert out["phase"] == "rolled_back"
+    first = out["regions"][0]
+    assert first["region"] == "us-east" and first["phase"] == "rolled_back" and "alert" in first["failed"]
+    assert [r["phase"] for r in out["regions"][1:]] == ["aborted", "aborted"]
+    status = json.loads(_cli(env, "regions", "status", "--json").stdout)
+    assert status["consistent"] and status["regions"]["us-east"]["served_stable"] == v2
+    assert status["regions"]["us-east"]["served_canary"] is None
+
+    # one region back to the version before the last promotion, then all of them
+    one = json.loads(_cli(env, "rollback", settings.registry.model_name, "--region", "eu-west", "--as", "oncall",
+                          "--comment", "customer report", "--json").stdout)
+    assert one["regions"] == {"eu-west": v1}
+    status = json.loads(_cli(env, "regions", "status", "--json", check=False).stdout)
+    assert status["regions"]["eu-west"]["served_stable"] == v1
+    assert not status["consistent"]  # regions now disagree on the stable version, and status says so
+    every = json.loads(_cli(env, "rollback", settings.registry.model_name, "--all", "--as", "oncall",
+                            "--json").stdout)
+    assert every["regions"] == {r: v1 for r in settings.data.regions}
+    status = json.loads(_cli(env, "regions", "status", "--json").stdout)
+    assert status["consistent"]
+    assert [e.kind for e in store.list_audit(limit=5)].count("rollback") >= 3
+    log = json.loads(_cli(env, "audit", "log", "--json", "--limit", "500").stdout)
+    assert {"registration", "gate", "sync", "rollout_step", "analysis", "approval", "promotion",
+            "rollback"} <= {e["kind"] for e in log}
+    assert verify(store).ok
+    assert _cli(env, "audit", "verify").returncode == 0
