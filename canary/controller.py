@@ -235,9 +235,9 @@ class RolloutController:
             # compared with its most recent samples in the same region (the node keeps the last
             # stats_window): the traffic is the same stream. Latency is not: it depends on the load of
             # the moment, so across windows it would measure the machine, not the version (no-data here).
-            prev = now[stable]
-            samples.update(energy=(c.energies, prev.energies), alert=(c.alerts, prev.alerts),
-                           error=(c.outcomes, prev.outcomes))
+            latest = now[stable]
+            samples.update(energy=(c.energies, latest.energies), alert=(c.alerts, latest.alerts),
+                           error=(c.outcomes, latest.outcomes))
         samples = {k: v for k, v in samples.items() if k in plan.analysis.metrics}
         j = judge(samples, plan.analysis)
         step = reg.step_index or 0

@@ -8,14 +8,16 @@ more than scoring the event.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from bisect import bisect_left
 from collections import OrderedDict
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 PREFIX = "ebmops_node"
@@ -23,6 +25,23 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 ENERGY_BUCKETS = tuple(float(b) for b in np.round(np.geomspace(1e-3, 1e4, 22), 6))
 BATCH_BUCKETS = (1, 8, 32, 128, 512, 1024, 2048, 4096, 8192)
 MAX_STATS_VERSIONS = 8
+SMALL_BATCH = 16  # up to this many values, per-value Python is cheaper than numpy's per-call cost
+
+
+class EnergyShift(Collector):
+    """``ebmops_node_energy_shift{version}``: the live Δ of each served version's recent energies against its
+    own calibration energies (drift/delta.py), computed when scraped (a few ms for the default window)."""
+
+    def __init__(self, source: Callable[[], dict[str, float]]):
+        self._source = source
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        fam = GaugeMetricFamily(f"{PREFIX}_energy_shift",
+                                "Energy shift Δ of recent energies against the version's calibration energies.",
+                                labels=["version"])
+        for version, delta in sorted(self._source().items()):
+            fam.add_metric([version], delta)
+        yield fam
 
 
 class EnergyHistograms(Collector):
@@ -30,6 +49,7 @@ class EnergyHistograms(Collector):
 
     def __init__(self, buckets: Iterable[float] = ENERGY_BUCKETS):
         self.bounds = np.asarray(sorted(buckets), dtype=np.float64)
+        self._bounds_list = self.bounds.tolist()
         self._lock = threading.Lock()
         self._counts: dict[str, np.ndarray] = {}
         self._sums: dict[str, float] = {}
@@ -37,6 +57,8 @@ class EnergyHistograms(Collector):
     def observe(self, version: str, energies: np.ndarray) -> int:
         """Add a batch of energies; returns how many were not finite (NaN ones are not counted,
         +-inf ones land in the end buckets but stay out of the sum)."""
+        if isinstance(energies, np.ndarray) and energies.ndim == 1 and len(energies) <= SMALL_BATCH:
+            return self._observe_few(version, energies)
         e = np.asarray(energies, dtype=np.float64)
         finite = np.isfinite(e)
         bad = len(e) - int(np.count_nonzero(finite))
@@ -52,6 +74,30 @@ class EnergyHistograms(Collector):
                 self._counts[version] = np.zeros(len(self.bounds) + 1, dtype=np.int64)
                 self._sums[version] = 0.0
             self._counts[version] += counts
+            self._sums[version] += total
+        return bad
+
+    def _observe_few(self, version: str, energies: np.ndarray) -> int:
+        """``observe`` for a few energies: plain Python beats half a dozen numpy calls there."""
+        bounds = self._bounds_list
+        bad = 0
+        total = 0.0
+        idx = []
+        for v in energies.tolist():
+            if not math.isfinite(v):
+                bad += 1
+                if v != v:  # NaN: not counted at all
+                    continue
+            else:
+                total += v
+            idx.append(bisect_left(bounds, v))
+        with self._lock:
+            counts = self._counts.get(version)
+            if counts is None:
+                counts = self._counts[version] = np.zeros(len(self.bounds) + 1, dtype=np.int64)
+                self._sums[version] = 0.0
+            for i in idx:
+                counts[i] += 1
             self._sums[version] += total
         return bad
 
@@ -122,6 +168,12 @@ class Ring:
         self._n += 1
 
     def extend(self, values: np.ndarray) -> None:
+        if isinstance(values, np.ndarray) and values.ndim == 1 and len(values) <= SMALL_BATCH:
+            buf, size = self._buf, len(self._buf)
+            for value in values.tolist():
+                buf[self._n % size] = value
+                self._n += 1
+            return
         v = np.asarray(values, dtype=np.float64).reshape(-1)
         size = len(self._buf)
         if len(v) >= size:

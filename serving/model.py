@@ -48,6 +48,9 @@ class LoadedModel:
     module: Any = field(repr=False)  # torch.jit.ScriptModule
     loaded_at: datetime
     path: Path | None = None
+    # the version's calibration energies, sorted, when the bundle carries them (role "calibration"):
+    # the reference of the node's live energy-shift gauge
+    calibration: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n_features(self) -> int:
@@ -75,9 +78,25 @@ def load_verified(store: ObjectStore, model_name: str, version: str, key: Signin
     module = _load_module(bundle.model_path, model_name, version)
     model = LoadedModel(version=version, manifest=bundle.manifest, features=tuple(bundle.manifest.features),
                         threshold=float(bundle.manifest.threshold), module=module,
-                        loaded_at=datetime.now(timezone.utc), path=bundle.path)
+                        loaded_at=datetime.now(timezone.utc), path=bundle.path,
+                        calibration=_calibration(bundle.files.get(CALIBRATION_ROLE)))
     warm_up(model)
     return model
+
+
+CALIBRATION_ROLE = "calibration"
+
+
+def _calibration(path: Path | None) -> np.ndarray | None:
+    """The verified calibration energies of the bundle, sorted; None without (or with an unreadable) file."""
+    if path is None:
+        return None
+    try:
+        e = np.load(path, allow_pickle=False).astype(np.float64).reshape(-1)
+        e = e[np.isfinite(e)]
+        return np.sort(e) if len(e) else None
+    except (OSError, ValueError):
+        return None
 
 
 def _load_module(path: Path, model_name: str, version: str) -> Any:

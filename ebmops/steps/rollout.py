@@ -65,7 +65,7 @@ class RegionTraffic:
         self._bundles[version] = b
         publish_to_regions({region: self._store(region)}, b.model_file, model_name=b.model_name, version=b.version,
                            features=b.features, threshold=b.threshold, gate_verdict=b.gate_verdict, key=self._key(),
-                           set_stable=False, metadata=b.metadata)
+                           set_stable=False, metadata=b.metadata, extra_files=b.extra_files or None)
 
     def set_traffic(self, region: str, *, stable: str | None, canary: str | None, weight: float) -> None:
         from registry.desired_state import next_desired, read_desired, write_desired

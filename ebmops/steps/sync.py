@@ -42,6 +42,7 @@ class SyncBundle:
     threshold: float
     gate_verdict: str
     metadata: dict[str, str] = field(default_factory=dict)
+    extra_files: dict[str, Path] = field(default_factory=dict)
 
 
 def check_regions(settings: Settings, regions: Sequence[str] | None) -> list[str]:
@@ -89,12 +90,21 @@ def prepare(settings: Settings, version: str | None) -> SyncBundle:
         out_dir.mkdir(parents=True, exist_ok=True)
         shutil.move(str(found[0]), model_file)
         shutil.rmtree(tmp, ignore_errors=True)
+    calibration = out_dir / "calibration.npy"
+    if not calibration.is_file():
+        try:  # the node's live energy-shift gauge compares with these (role "calibration" in the bundle)
+            got = reg.download_artifact(info.version, "calibration_energies.npy", out_dir / "cal.partial")
+            shutil.move(str(got), calibration)
+            shutil.rmtree(out_dir / "cal.partial", ignore_errors=True)
+        except EbmopsError as e:
+            log.warning("version %s has no calibration energies (%s); its nodes export no energy shift", info.version, e)
     tags = info.tags or {}
     metadata = {k: str(v) for k, v in {"data_fingerprint": meta.get("data_fingerprint"),
                                         "run_id": getattr(info, "run_id", None)}.items() if v}
     return SyncBundle(model_name=reg.model_name, version=str(info.version), model_file=model_file,
                       features=features, threshold=float(meta["threshold"]),
-                      gate_verdict=str(tags.get("gate.verdict", "none")), metadata=metadata)
+                      gate_verdict=str(tags.get("gate.verdict", "none")), metadata=metadata,
+                      extra_files={"calibration": calibration} if calibration.is_file() else {})
 
 
 def publish(settings: Settings, bundle: SyncBundle, regions: Sequence[str], *, set_stable: bool = True,
@@ -105,7 +115,7 @@ def publish(settings: Settings, bundle: SyncBundle, regions: Sequence[str], *, s
     result = sync_version(settings, bundle.model_file, model_name=bundle.model_name, version=bundle.version,
                           features=bundle.features, threshold=bundle.threshold, gate_verdict=bundle.gate_verdict,
                           regions=list(regions), set_stable=set_stable, updated_by=updated_by,
-                          metadata=bundle.metadata, repair=repair)
+                          metadata=bundle.metadata, repair=repair, extra_files=bundle.extra_files or None)
     from ebmops.state import open_store
 
     store = open_store(settings)

@@ -54,9 +54,11 @@ class FakeTraffic:
         self._tick()
         out = {}
         stable, canary, _ = self.desired[region]
+        weight = self.desired[region][2]
         for v in filter(None, (stable, canary)):
             req, ev = self.counters.get((region, v), (0, 0))
-            req, ev = req + 400, ev + 400
+            if not (v == stable and canary and weight >= 1.0):  # at 100 % the stable version serves nothing
+                req, ev = req + 400, ev + 400
             self.counters[(region, v)] = (req, ev)
             factor = self.canary_latency_factor if v == canary else 1.0
             rng = np.random.default_rng(self.seed + self.calls)  # the same draws for both: only the factor differs
@@ -123,6 +125,10 @@ def test_a_good_canary_walks_every_step_and_is_promoted_everywhere(store, tmp_pa
     final = _ctl(store, traffic, aliases, approvals).run(rid)
     assert final.phase == "promoted" and not final.active
     assert [r.phase for r in final.regions] == ["promoted"] * 3
+    # at 100 % the stable version served nothing in the window: energies, alerts and errors are compared
+    # with its latest samples, latency is not (it would measure the load of another moment)
+    last = {m["name"]: m["classification"] for m in final.region("us-east").last_analysis["judgement"]["metrics"]}
+    assert last["latency_ms"] == "no-data" and last["energy"] == "pass" and last["alert"] == "pass"
     expected = []
     for r in REGIONS:
         expected += [(r, "1", "2", 0.1), (r, "1", "2", 0.5), (r, "1", "2", 1.0), (r, "2", None, 0.0)]
