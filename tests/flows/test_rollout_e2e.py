@@ -90,12 +90,23 @@ def test_rollout_with_prefect_approval_kill_and_resume(stack):
 
     env, settings, v1, v2 = stack["env"], stack["settings"], stack["v1"], stack["v2"]
     store = open_store(settings)
+    log_path = settings.home / "rollout-process.log"
+    log = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "ebmops.cli.main", "rollout", "start", v2, "--as", "ci"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+
+    def phase(region):
+        ro = store.get_rollout(rid)
+        if proc.poll() is not None and ro.active:
+            raise AssertionError(f"the rollout process exited {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+        return ro.region(region).phase
+
     try:
         ro = _wait(lambda: store.active_rollout(settings.registry.model_name), what="the rollout to be created")
         rid = ro.id
-        _wait(lambda: store.get_rollout(rid).region("us-east").phase == "awaiting_approval", what="us-east approval")
+        _wait(lambda: phase("us-east") in ("awaiting_approval", "rolled_back"), what="us-east approval")
+        assert phase("us-east") == "awaiting_approval", log_path.read_text()[-4000:]
 
         # a second rollout of the same model is refused with the id of the first
         second = _cli(env, "rollout", "start", v2, check=False)

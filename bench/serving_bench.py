@@ -1,0 +1,282 @@
+"""The regional node against ``mlflow models serve``, same model, same load generator, same run.
+
+One model (``training.model.EnergyMLP``, 40 kdd99 features, hidden [128, 128], untrained,
+standardisation fitted on the kdd99 rows) is logged and registered in a temporary SQLite MLflow
+store exactly as ``ebmops train`` does, then
+
+* served by ``mlflow models serve -m models:/NAME/1 --env-manager local`` (the peer: uvicorn,
+  one worker, no batching), body ``{"inputs": [[...], ...]}``;
+* published with ``ebmops.steps.sync`` (prepare + publish: the artifact MLflow stores, signed)
+  to a local region store, and served by ``ebmops node --region us-east`` in a subprocess,
+  body ``{"events": [[...], ...]}``.
+
+Both run as subprocesses; bench/loadgen.py (one process, raw asyncio sockets) drives them one
+at a time, so each server has one core and the load generator the other:
+
+(a) 256-event requests, closed loop;   (b) 1-event requests, closed loop;
+(c) 1-event requests, open loop at 500 req/s (latency from the scheduled send time);
+(d) the node's resident memory (VmRSS, children included) after the load.
+
+Writes bench/results/serving.json: machine, settings, every figure, node/mlflow ratios and the
+targets (>= 10x events/s at 256, >= 5x req/s single, node p99 < 10 ms at 500 req/s, RSS < 600 MB)
+with pass/fail. Run: ``make bench`` or ``.venv/bin/python bench/serving_bench.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import harness as h  # noqa: E402
+from bench.loadgen import load_events, make_bodies, run_closed, run_open  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "serving.json"
+REGION = "us-east"
+
+# Load shapes. Concurrency is the same for both servers; single-event requests need many in
+# flight for the node's micro-batcher to have something to batch (a real fleet of clients).
+BATCH_EVENTS, BATCH_CONCURRENCY = 256, 8
+SINGLE_CONCURRENCY = 32
+DURATION_S, WARMUP_S = 5.0, 1.0
+OPEN_RATE, OPEN_DURATION_S, OPEN_MAX_CONNECTIONS = 500.0, 8.0, 64
+PEER_OPEN_DURATION_S = 3.0  # the peer's open loop is shorter: it may fall behind and queue
+
+TARGETS = {"events_per_s_ratio_256": 10.0, "req_per_s_ratio_single": 5.0, "open_p99_ms": 10.0, "node_rss_mb": 600.0}
+
+_results: dict = {}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """Both servers up and healthy; both stopped at the end, whatever happened."""
+    from ebmops.settings import load_settings
+    from ebmops.steps.sync import prepare, publish
+
+    work = tmp_path_factory.mktemp("serving-bench")
+    home = work / "home"
+    t0 = time.perf_counter()
+    events, features, source = load_events(home=home, fetch=True)
+    settings = load_settings(home=home, sync={"signing_key": h.SIGNING_SECRET})
+    model_path, threshold, model_desc = h.default_model(work / "model.pt", events)
+    version = h.register_in_mlflow(settings, model_path, events, features, threshold)
+    bundle = prepare(settings, version)  # the exact TorchScript file MLflow stores
+    published = publish(settings, bundle, [REGION])
+    setup_s = time.perf_counter() - t0
+
+    node_port, mlflow_port = h.free_port(), h.free_port()
+    bin_dir = str(Path(sys.executable).parent)  # `mlflow models serve` execs `uvicorn` from PATH
+    mlflow_env = {**{k: v for k, v in os.environ.items() if not k.startswith("EBMOPS_")},
+                  "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+                  "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri}
+    node_log, mlflow_log = work / "node.log", work / "mlflow.log"
+    mlflow_cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{bundle.model_name}/{version}",
+                  "--env-manager", "local", "--port", str(mlflow_port), "--host", "127.0.0.1"]
+    with h.server_process(h.node_cmd(REGION, node_port), h.node_env(home), node_log) as node, \
+            h.server_process(mlflow_cmd, mlflow_env, mlflow_log, cwd=work) as peer:
+        t1 = time.perf_counter()
+        node_url, peer_url = f"http://127.0.0.1:{node_port}", f"http://127.0.0.1:{mlflow_port}"
+        node_ready_s = h.wait_until(lambda: h.http_status(f"{node_url}/readyz") == 200, 90, "ebmops node", node,
+                                    node_log)
+        h.wait_until(lambda: h.http_status(f"{peer_url}/ping") == 200, 120, "mlflow models serve", peer, mlflow_log)
+        peer_ready_s = time.perf_counter() - t1
+        _results["setup"] = {
+            "model": {**model_desc, "registered_version": version, "threshold_value": threshold,
+                      "bytes": model_path.stat().st_size},
+            "events_source": source, "setup_s": setup_s, "published": published,
+            "node_ready_s": node_ready_s, "mlflow_ready_s": peer_ready_s,
+        }
+        yield {"events": events, "node_url": node_url, "peer_url": peer_url, "node": node, "peer": peer,
+               "node_log": node_log, "peer_log": mlflow_log, "settings": settings}
+
+
+def _check_200(url: str, body: bytes, n: int, key: str) -> None:
+    import httpx
+    import orjson
+
+    r = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert len(orjson.loads(r.content)[key]) == n
+
+
+def _closed(url: str, events, epr: int, fmt: str, concurrency: int, pid: int) -> dict:
+    bodies = make_bodies(events, epr, fmt)
+    _check_200(url, bodies[0], epr, "energies" if fmt == "ebmops" else "predictions")
+    res = run_closed(url, bodies, concurrency=concurrency, duration_s=DURATION_S, events_per_request=epr,
+                     warmup_s=WARMUP_S, on_start=lambda: h.cpu_seconds(pid))
+    return _with_cpu(res, pid)
+
+
+def _with_cpu(res, pid: int) -> dict:
+    """The result, plus the server's CPU over the measured run: cores busy and CPU microseconds per request."""
+    out = res.to_dict()
+    cpu = h.cpu_seconds(pid) - res.start_marker
+    out["server_cpu_cores"] = cpu / res.duration_s if res.duration_s else None
+    out["server_cpu_us_per_request"] = 1e6 * cpu / res.requests if res.requests else None
+    return out
+
+
+def _bench(benchmark, fn):
+    return benchmark.pedantic(fn, rounds=1, iterations=1) if benchmark.enabled else fn()
+
+
+# ---- (a) 256-event requests ---------------------------------------------------------------------------
+
+@pytest.mark.benchmark(group="serving-256")
+def test_batch_256_node_vs_mlflow(benchmark, stack):
+    def run():
+        node = _closed(f"{stack['node_url']}/score", stack["events"], BATCH_EVENTS, "ebmops", BATCH_CONCURRENCY,
+                       stack["node"].pid)
+        peer = _closed(f"{stack['peer_url']}/invocations", stack["events"], BATCH_EVENTS, "mlflow",
+                       BATCH_CONCURRENCY, stack["peer"].pid)
+        return node, peer
+
+    node, peer = _bench(benchmark, run)
+    _results["batch_256"] = {"node": node, "mlflow": peer,
+                             "events_per_s_ratio": node["events_per_s"] / max(peer["events_per_s"], 1e-9)}
+    assert node["errors"] == 0 and peer["errors"] == 0
+    _assert_target("events_per_s_ratio_256")
+
+
+# ---- (b) single-event requests ------------------------------------------------------------------------
+
+@pytest.mark.benchmark(group="serving-single")
+def test_single_event_node_vs_mlflow(benchmark, stack):
+    def run():
+        node = _closed(f"{stack['node_url']}/score", stack["events"], 1, "ebmops", SINGLE_CONCURRENCY,
+                       stack["node"].pid)
+        peer = _closed(f"{stack['peer_url']}/invocations", stack["events"], 1, "mlflow", SINGLE_CONCURRENCY,
+                       stack["peer"].pid)
+        return node, peer
+
+    node, peer = _bench(benchmark, run)
+    _results["single"] = {"node": node, "mlflow": peer,
+                          "req_per_s_ratio": node["req_per_s"] / max(peer["req_per_s"], 1e-9)}
+    assert node["errors"] == 0 and peer["errors"] == 0
+    _assert_target("req_per_s_ratio_single")
+
+
+# ---- (c) open loop at 500 req/s -----------------------------------------------------------------------
+
+@pytest.mark.benchmark(group="serving-open-loop")
+def test_open_loop_500_rps(benchmark, stack):
+    def run():
+        pid = stack["node"].pid
+        node = _with_cpu(run_open(f"{stack['node_url']}/score", make_bodies(stack["events"], 1, "ebmops"),
+                                  rate=OPEN_RATE, duration_s=OPEN_DURATION_S, max_connections=OPEN_MAX_CONNECTIONS,
+                                  on_start=lambda: h.cpu_seconds(pid)), pid)
+        pid = stack["peer"].pid
+        peer = _with_cpu(run_open(f"{stack['peer_url']}/invocations", make_bodies(stack["events"], 1, "mlflow"),
+                                  rate=OPEN_RATE, duration_s=PEER_OPEN_DURATION_S,
+                                  max_connections=OPEN_MAX_CONNECTIONS, on_start=lambda: h.cpu_seconds(pid)), pid)
+        return node, peer
+
+    node, peer = _bench(benchmark, run)
+    # Keeping up: it answered at (nearly) the offered rate and its queue did not grow without bound
+    # (a server that falls behind shows latencies that rise through the run, up to seconds).
+    peer_keeps_up = peer["errors"] == 0 and peer["req_per_s"] >= 0.95 * OPEN_RATE and (peer["p99_ms"] or 1e9) < 100
+    _results["open_loop"] = {
+        "rate_req_per_s": OPEN_RATE, "node": node, "mlflow": peer, "mlflow_duration_s": PEER_OPEN_DURATION_S,
+        "mlflow_kept_up": peer_keeps_up,
+        "mlflow_note": None if peer_keeps_up else
+        f"mlflow models serve could not keep up with {OPEN_RATE:g} req/s: it answered "
+        f"{peer['req_per_s']:.0f} req/s over the run, p99 {peer['p99_ms']:.0f} ms from the scheduled send time",
+    }
+    assert node["errors"] == 0
+    _assert_target("open_p99_ms")
+
+
+# ---- (d) memory ---------------------------------------------------------------------------------------
+
+@pytest.mark.benchmark(group="serving-memory")
+def test_node_rss_after_load(benchmark, stack):
+    def run():
+        return h.rss_mb(stack["node"].pid), h.rss_mb(stack["peer"].pid)
+
+    node_mb, peer_mb = _bench(benchmark, run)
+    _results["memory"] = {"node_rss_mb": node_mb, "mlflow_rss_mb": peer_mb,
+                          "note": "VmRSS of the process and all its children, after the load above"}
+    assert stack["node"].poll() is None, h.log_tail(stack["node_log"])
+    _assert_target("node_rss_mb")
+
+
+# ---- results ------------------------------------------------------------------------------------------
+
+def _verdicts() -> dict:
+    out = {}
+    if "batch_256" in _results:
+        r = _results["batch_256"]["events_per_s_ratio"]
+        out["events_per_s_ratio_256"] = {"target": f">= {TARGETS['events_per_s_ratio_256']:g}x", "value": r,
+                                         "pass": r >= TARGETS["events_per_s_ratio_256"]}
+    if "single" in _results:
+        r = _results["single"]["req_per_s_ratio"]
+        out["req_per_s_ratio_single"] = {"target": f">= {TARGETS['req_per_s_ratio_single']:g}x", "value": r,
+                                         "pass": r >= TARGETS["req_per_s_ratio_single"]}
+    if "open_loop" in _results:
+        node = _results["open_loop"]["node"]
+        p99 = node["p99_ms"]
+        out["open_p99_ms"] = {"target": f"< {TARGETS['open_p99_ms']:g} ms at {OPEN_RATE:g} req/s", "value": p99,
+                              "pass": p99 is not None and p99 < TARGETS["open_p99_ms"] and node["errors"] == 0}
+    if "memory" in _results:
+        mb = _results["memory"]["node_rss_mb"]
+        out["node_rss_mb"] = {"target": f"< {TARGETS['node_rss_mb']:g} MB", "value": mb,
+                              "pass": mb < TARGETS["node_rss_mb"]}
+    return out
+
+
+def _assert_target(name: str) -> None:
+    """Judge one target on this run's figure (the figure is recorded first, pass or fail)."""
+    v = _verdicts()[name]
+    assert v["pass"], f"target {name} missed: {v['value']:.3g}, wanted {v['target']}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _write_results():
+    yield
+    if not {"setup", "batch_256", "single", "open_loop", "memory"} <= _results.keys():
+        return  # a partial run (-k, a failure) does not overwrite the kept figures
+    from ebmops.settings import ServingSettings
+
+    s = ServingSettings()
+    verdicts = _verdicts()
+    doc = {
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": h.machine(),
+        "settings": {
+            "node": {"command": f"ebmops node --region {REGION} (python -m ebmops.cli.main)",
+                     "uvicorn": "1 worker, uvloop, httptools (serving.node.uvicorn_config)",
+                     "torch_threads": s.torch_threads, "micro_batch_max_events": s.micro_batch_max_events,
+                     "micro_batch_wait_ms": s.micro_batch_wait_ms, "max_batch_events": s.max_batch_events,
+                     "body": '{"events": [[40 floats], ...]}'},
+            "mlflow": {"command": "mlflow models serve -m models:/NAME/1 --env-manager local",
+                       "server": "uvicorn, 1 worker (MLflow's default)", "body": '{"inputs": [[40 floats], ...]}'},
+            "load_generator": {"module": "bench/loadgen.py", "processes": 1, "http": "HTTP/1.1 keep-alive",
+                               "batch_256": {"events_per_request": BATCH_EVENTS, "concurrency": BATCH_CONCURRENCY,
+                                             "duration_s": DURATION_S, "warmup_s": WARMUP_S},
+                               "single": {"events_per_request": 1, "concurrency": SINGLE_CONCURRENCY,
+                                          "duration_s": DURATION_S, "warmup_s": WARMUP_S},
+                               "open_loop": {"rate": OPEN_RATE, "duration_s": OPEN_DURATION_S,
+                                             "mlflow_duration_s": PEER_OPEN_DURATION_S,
+                                             "max_connections": OPEN_MAX_CONNECTIONS,
+                                             "latency_from": "scheduled send time"}},
+            "servers_one_at_a_time": True,
+        },
+        **_results,
+        "targets": verdicts,
+        "all_targets_pass": all(v["pass"] for v in verdicts.values()),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q", "--benchmark-enable", "-p", "no:randomly", "-p", "no:cacheprovider"]))
