@@ -10,12 +10,14 @@ Every refusal is an ``InputError`` naming the field (``events``, ``events[3]``,
 ``events[0].src_bytes``, ``events[2][5]``, ``keys[7]``) and what to send instead. Values must be
 JSON numbers that are finite in float32: strings (even "1.5" or "nan"), booleans and nulls are
 refused rather than guessed at. The common case, a list of equal-length number lists, is
-converted by numpy in one call; anything else takes a per-value path that finds the exact field.
+converted by numpy in one call (see ``_fast_matrix``); anything else takes a per-value path that
+finds the exact field.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, Sequence
 
 import numpy as np
@@ -114,16 +116,27 @@ def _parse_keys(keys: Any, n: int) -> list[str | None] | None:
 
 
 def _fast_matrix(raw: bytes, events: list, width: int) -> np.ndarray | None:
-    """One numpy call for a list of equal-length number lists; None sends the caller to the slow path.
+    """float32 [n, width] for a list of equal-length number lists; None sends the caller to the slow path.
 
-    numpy would quietly turn true into 1.0 and "1.5" into 1.5: booleans are ruled out by the raw
-    bytes holding no ``true``/``false`` token, strings and nulls by the resulting dtype.
+    numpy would quietly turn true into 1.0, null into nan and "1.5" into 1.5, so values are only
+    converted without a type check when the raw bytes rule those out: a body whose only string is
+    its one key (exactly two ``"``) holds no strings, and one without an ``a`` or ``u`` byte holds
+    no true, false or null (memchr scans, microseconds). Otherwise numpy guesses the dtype, which
+    rules out strings and nulls, and the bytes are searched for booleans.
     """
+    n = len(events)
+    if _numbers_only(raw):  # then every event is a list or a number: len() refuses numbers
+        try:
+            if set(map(len, events)) != {width}:
+                return None
+            with np.errstate(over="ignore"):
+                return np.fromiter(chain.from_iterable(events), dtype=np.float32, count=n * width).reshape(n, width)
+        except (ValueError, TypeError, OverflowError):  # a number event, a nested list, an int beyond doubles
+            return None
+    if set(map(type, events)) != {list} or set(map(len, events)) != {width}:
+        return None
     if b"true" in raw or b"false" in raw:
         return None
-    for ev in events:
-        if type(ev) is not list:
-            return None
     try:
         arr = np.array(events)
     except (ValueError, TypeError, OverflowError):
@@ -132,6 +145,13 @@ def _fast_matrix(raw: bytes, events: list, width: int) -> np.ndarray | None:
         return None
     with np.errstate(over="ignore"):
         return arr.astype(np.float32)
+
+
+def _numbers_only(raw: bytes) -> bool:
+    """True when a JSON object ``raw`` holds no string but its one key, and no true, false or null."""
+    first = raw.find(b'"')
+    second = raw.find(b'"', first + 1)
+    return raw.find(b'"', second + 1) < 0 and b"u" not in raw and b"a" not in raw
 
 
 def _slow_matrix(events: list, schema: Sequence[str], positional: int) -> np.ndarray:

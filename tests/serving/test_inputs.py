@@ -80,6 +80,32 @@ def test_a_full_batch_at_the_limit_is_accepted(node):
 
 
 def test_wrong_methods_and_paths_are_plain_4xx(node):
-    assert node.client.get("/score").status_code == 405
+    # POST /score is answered before FastAPI; every other method and path is still FastAPI's.
+    for method in ("GET", "PUT", "DELETE", "PATCH", "HEAD"):
+        r = node.client.request(method, "/score")
+        assert r.status_code == 405 and "POST" in r.headers["allow"], method
+    assert node.client.get("/score").json() == {"detail": "Method Not Allowed"}
     assert node.client.get("/nope").status_code == 404
+    assert node.client.post("/scores", json={"events": [ROW]}).status_code == 404
+    assert node.client.post("/admin/score", json={"events": [ROW]}).status_code == 404
     assert node.score([ROW]).status_code == 200
+    samples = metric_samples(node.client.get("/metrics").text)
+    assert samples[("ebmops_node_requests_total", (("status", "200"),))] == 1  # only /score requests count
+
+
+def test_a_body_in_many_chunks_is_read_whole(node):
+    import orjson
+
+    raw = orjson.dumps({"events": [ROW] * 300})
+
+    def chunks():
+        for i in range(0, len(raw), 1000):
+            yield raw[i:i + 1000]
+
+    r = node.client.post("/score", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 200 and len(r.json()["energies"]) == 300
+    assert r.headers["content-type"] == "application/json"
+    assert int(r.headers["content-length"]) == len(r.content)
+    bad = node.client.post("/score", content=iter([b'{"events": [[1,', b" 2"]),
+                           headers={"content-type": "application/json"})
+    assert bad.status_code == 400 and bad.json()["error"] == "malformed JSON"

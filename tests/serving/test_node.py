@@ -57,6 +57,7 @@ def test_not_ready_until_a_model_is_loaded(node_factory, store, key, tmp_path):
         assert r.status_code == 503 and r.json()["ready"] is False
         r = n.score(x)
         assert r.status_code == 503 and r.json()["error"] == "no model loaded"
+        assert r.headers["retry-after"] == "1" and r.headers["content-type"] == "application/json"
         reload = n.client.post("/admin/reload")
         assert reload.status_code == 409 and "no desired state" in reload.json()["reason"]
 
@@ -69,6 +70,35 @@ def test_not_ready_until_a_model_is_loaded(node_factory, store, key, tmp_path):
         assert n.score(x).json()["versions"] == ["1"]
         again = n.client.post("/admin/reload").json()
         assert again["outcome"] == "unchanged" and again["loaded"] == []
+
+
+def test_the_fastapi_route_answers_as_the_asgi_handler_does(node_factory):
+    """POST /score reaches FastAPI's route only when NodeApp's handler does not see it (the app
+    mounted under a prefix); both answer through Node.handle_score, alike."""
+    import asyncio
+
+    import httpx
+    from fastapi import FastAPI
+
+    with node_factory() as n:  # no model: the 503 answer needs no micro-batcher (another loop's)
+        app = n.app
+
+        async def both():
+            direct = httpx.ASGITransport(app=app)
+            via_fastapi = httpx.ASGITransport(app=lambda scope, receive, send: FastAPI.__call__(app, scope, receive,
+                                                                                                   send))
+            out = []
+            for transport in (direct, via_fastapi):
+                async with httpx.AsyncClient(transport=transport, base_url="http://node") as c:
+                    out.append(await c.post("/score", json={"events": [[0.0] * len(FEATURES)]}))
+            return out
+
+        a, b = asyncio.run(both())
+        assert a.status_code == b.status_code == 503 and a.content == b.content
+        assert a.headers["retry-after"] == b.headers["retry-after"] == "1"
+        assert a.headers["content-type"] == b.headers["content-type"] == "application/json"
+        samples = metric_samples(n.client.get("/metrics").text)
+    assert samples[("ebmops_node_requests_total", (("status", "503"),))] == 2
 
 
 def test_the_poll_loop_applies_a_new_desired_state(node_factory, node_settings, store, key, tmp_path):

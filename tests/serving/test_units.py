@@ -123,6 +123,55 @@ def test_a_failing_model_fails_only_its_requests():
     assert isinstance(outs[1], RuntimeError) and (outs[0] == 2).all() and (outs[2] == 2).all() and (after == 2).all()
 
 
+def test_a_lone_request_does_not_wait_for_stragglers():
+    async def main():
+        b = MicroBatcher(max_events=1000, wait_ms=500.0)
+        await b.start()
+        m = FakeModel("1")
+        t0 = time.perf_counter()
+        out = await b.score(m, np.ones((3, 2), dtype=np.float32))
+        lone_s = time.perf_counter() - t0
+        # Concurrent requests do wait (the wait is what gathers them), and are batched.
+        t0 = time.perf_counter()
+        await asyncio.gather(*(b.score(m, np.ones((1, 2), dtype=np.float32)) for _ in range(5)))
+        crowd_s = time.perf_counter() - t0
+        await b.stop()
+        return out, lone_s, crowd_s, m
+
+    out, lone_s, crowd_s, m = run(main())
+    assert (out == 2).all() and lone_s < 0.25 and crowd_s >= 0.45
+    assert m.calls == [3, 5]
+
+
+def test_a_small_request_on_a_quiet_node_is_scored_on_the_event_loop():
+    async def main():
+        b = MicroBatcher(max_events=1000, wait_ms=1.0, inline_max_events=4, inline_idle_ms=50.0)
+        await b.start()
+        m = FakeModel("1")
+        await asyncio.sleep(0.06)
+        quiet = await b.score(m, np.ones((2, 2), dtype=np.float32))  # quiet: scored at once, on the loop
+        loop_only = set(m.threads)
+        soon = await b.score(m, np.ones((2, 2), dtype=np.float32))  # right after another: the batcher
+        await asyncio.sleep(0.06)
+        big = await b.score(m, np.ones((5, 2), dtype=np.float32))  # too many events: the batcher
+        await asyncio.sleep(0.06)
+        crowd = await asyncio.gather(*(b.score(m, np.ones((1, 2), dtype=np.float32)) for _ in range(6)))
+        await asyncio.sleep(0.06)
+        bad = FakeModel("2", fail=True)
+        with pytest.raises(RuntimeError, match="boom"):  # an inline failure fails that request only
+            await b.score(bad, np.ones((1, 2), dtype=np.float32))
+        await b.stop()
+        return m, quiet, soon, big, crowd, loop_only, b.batches
+
+    m, quiet, soon, big, crowd, loop_only, batches = run(main())
+    assert loop_only == {threading.current_thread().name}
+    assert any(name.startswith("ebm-score") for name in m.threads)
+    assert (quiet == 2).all() and (soon == 2).all() and (big == 2).all() and all((c == 2).all() for c in crowd)
+    assert m.calls[:3] == [2, 2, 5] and sum(m.calls) == 15
+    assert m.calls[3] == 1 and m.calls[4] == 5  # the first of the crowd found it quiet, the rest were batched
+    assert batches == len(m.calls)
+
+
 def test_score_before_start_is_a_clear_error():
     with pytest.raises(RuntimeError, match="not running"):
         run(MicroBatcher().score(FakeModel("1"), np.ones((1, 1), dtype=np.float32)))
@@ -226,6 +275,34 @@ def test_parse_score_fast_and_slow_paths_agree():
     assert slow.keys == ["x", None]
 
 
+def test_parse_score_numbers_only_fast_path_refuses_what_it_must():
+    import orjson
+
+    schema = ["a", "b", "c"]
+    for body in (b'{"events": [[1, 2, 3], [4, 5.5, -6e2]]}', b'{"events":[[1,2,3],[4,5.5,-6e2]]}',
+                 b'{"events": [[1, 2, 3], [4, 5.5, -6e2]], "keys": ["k", null]}'):
+        got = parse_score(body, schema, max_events=10)
+        assert got.x.dtype == np.float32 and got.x.tolist() == [[1, 2, 3], [4, 5.5, -600]], body
+    cases = [  # (body, field, words): each would be a number matrix to a careless numpy call
+        ({"events": [[[1], 2, 3]]}, "events[0][0]", "a list"),
+        ({"events": [[1, 2, 3], 4]}, "events[1]", "an event is a list"),
+        ({"events": [[1, 2, 3], [1, 2]]}, "events[1]", "has 2 values"),
+        ({"events": [[1, 2, True]]}, "events[0][2]", "a boolean"),
+        ({"events": [[1, False, 3]]}, "events[0][1]", "a boolean"),
+        ({"events": [[None, 2, 3]]}, "events[0][0]", "null"),
+        ({"events": [[1, "2", 3]]}, "events[0][1]", "a string"),
+        ({"events": [[1, 2, 3], [1, 2, True]], "keys": ["a", "b"]}, "events[1][2]", "a boolean"),
+        ({"events": [[1, 2, 1e39]]}, "events[0][2]", "not a finite float32"),
+    ]
+    for body, field, words in cases:
+        with pytest.raises(InputError) as info:
+            parse_score(orjson.dumps(body), schema, max_events=10)
+        assert info.value.status == 422 and info.value.field == field and words in info.value.reason, body
+    with pytest.raises(InputError) as info:  # an integer beyond double range (orjson cannot write it)
+        parse_score(b'{"events": [[1, 2, ' + b"9" * 400 + b"]]}", schema, max_events=10)
+    assert info.value.status in (400, 422)
+
+
 def test_parse_score_with_a_canary_that_adds_features():
     import orjson
 
@@ -260,6 +337,26 @@ def test_energy_histogram_buckets_are_cumulative_le():
     assert got[("ebmops_node_event_energy_bucket", "2.0")] == 3
     assert got[("ebmops_node_event_energy_bucket", "+Inf")] == 4
     assert got[("ebmops_node_event_energy_count", None)] == 4 and got[("ebmops_node_event_energy_sum", None)] == 6.0
+
+
+def test_few_and_many_values_give_the_same_histogram_and_ring():
+    values = np.array([0.5, 1.0, np.nan, np.inf, -np.inf, 1.5, 3.0, 1e-9], dtype=np.float32)
+    few, many = EnergyHistograms(buckets=[1.0, 2.0]), EnergyHistograms(buckets=[1.0, 2.0])
+    for v in values:  # one at a time: the per-value path
+        few.observe("2", np.array([v], dtype=np.float32))
+    many.observe("2", np.tile(values, 3))  # 24 values: the numpy path
+    for v in values:
+        few.observe("2", np.array([v, v], dtype=np.float32))
+    samples = {}
+    for h in (few, many):
+        fam = next(h.collect())
+        samples[id(h)] = {(s.name, s.labels["version"], s.labels.get("le")): s.value for s in fam.samples}
+    assert samples[id(few)] == samples[id(many)]
+    small, big = Ring(6), Ring(6)
+    for chunk in np.array_split(np.arange(20.0), 7):
+        small.extend(chunk)
+    big.extend(np.arange(20.0))
+    assert small.values().tolist() == big.values().tolist() == list(range(14, 20)) and len(small) == 6
 
 
 # ---- settings and CLI -----------------------------------------------------------------------
