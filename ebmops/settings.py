@@ -266,6 +266,12 @@ class ServingSettings(BaseModel):
     install_dir: Path | None = Field(default=None,
                                      description="Directory where a node installs verified bundles; default "
                                                  "<home>/nodes/<region>.")
+    recent_events: int = Field(default=20000, ge=0,
+                               description="Recent scored events (features and energies) a node keeps for drift "
+                                           "reports and hotfixes (GET /recent); 0 keeps none.")
+    recent_keep_every: int = Field(default=1, ge=1,
+                                   description="Keep every n-th scored event in the recent sample (spreads it over "
+                                               "more time on a busy node).")
 
 
 CANARY_METRICS = ("latency_ms", "error", "energy", "alert")

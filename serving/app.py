@@ -38,7 +38,8 @@ from ebmops.settings import REGION_NAME_PATTERN, Settings
 from registry.objectstore.base import ObjectStore
 from registry.signing import SigningKey
 from serving.batcher import MicroBatcher
-from serving.metrics import NodeMetrics, RecentStats
+from serving.metrics import EnergyShift, NodeMetrics, RecentStats
+from serving.recent import RecentEvents
 from serving.model import LoadedModel
 from serving.payload import InputError, parse_score
 from serving.router import route, route_random
@@ -77,6 +78,9 @@ class Reply(NamedTuple):
                 *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers)]
 
 
+MIN_SHIFT_EVENTS = 100  # fewer recent energies give a Δ too noisy to export
+
+
 class Node:
     """Everything one node holds: state, reconciler, batcher, metrics. The app's routes are thin
     wrappers around it, which keeps it usable without HTTP in tests."""
@@ -88,6 +92,9 @@ class Node:
         self.state = NodeState(region, settings.registry.model_name)
         self.metrics = NodeMetrics(region)
         self.stats = RecentStats(self.cfg.stats_window)
+        self.recent = RecentEvents(self.cfg.recent_events, self.cfg.recent_keep_every) \
+            if self.cfg.recent_events else None
+        self.metrics.registry.register(EnergyShift(self.energy_shifts))
         self.reconciler = Reconciler(self.state, store, key, install_dir=settings.node_install_dir(region),
                                      cache_dir=settings.blob_cache_dir, metrics=self.metrics)
         self.batcher = MicroBatcher(max_events=self.cfg.micro_batch_max_events, wait_ms=self.cfg.micro_batch_wait_ms,
@@ -169,6 +176,8 @@ class Node:
         canary_mask = self._route(serving, req.keys, req.n)
         energies, versions = await self._score_routed(serving, schema, req.x, canary_mask)
         anomaly = self._record(serving, energies, canary_mask, (time.perf_counter() - t0) * 1000.0)
+        if self.recent is not None:
+            self.recent.offer(tuple(schema), req.x, energies)
         return Reply.json({"energies": energies, "anomaly": anomaly, "versions": versions,
                            "generation": serving.generation})
 
@@ -235,6 +244,20 @@ class Node:
             self.metrics.errors.labels(kind="non-finite-energy").inc(bad)
 
     # ---- reports --------------------------------------------------------------------------
+    def energy_shifts(self) -> dict[str, float]:
+        """Live Δ per served version: its recent energies against its own calibration energies."""
+        from drift.delta import energy_shift
+
+        serving = self.state.serving
+        out: dict[str, float] = {}
+        if serving is None:
+            return out
+        for model in filter(None, (serving.stable, serving.canary)):
+            recent = self.stats.energies(model.version)
+            if model.calibration is not None and len(recent) >= min(MIN_SHIFT_EVENTS, self.stats.window):
+                out[model.version] = float(energy_shift(model.calibration, recent))
+        return out
+
     def describe(self) -> dict[str, Any]:
         serving = self.state.serving
         err = self.state.last_error
@@ -363,6 +386,17 @@ def _routes(app: FastAPI, node: Node) -> None:
     async def stats() -> Response:
         return json_response({**node.describe(), "stats_window": node.stats.window,
                               "micro_batches": node.batcher.batches, "by_version": node.stats.as_dict()})
+
+    @app.get("/recent")
+    async def recent(n: int = 5000) -> Response:
+        """The newest ``n`` kept events (features in the served schema's order) and their energies."""
+        if n < 1:
+            return json_response({"error": "invalid query", "field": "n", "reason": "n must be at least 1"}, 422)
+        if node.recent is None:
+            return json_response({"features": [], "events": [], "energies": [], "region": node.region})
+        features, x, e = await asyncio.get_running_loop().run_in_executor(None, node.recent.latest, n)
+        return Response(orjson.dumps({"region": node.region, "features": features, "events": x, "energies": e},
+                                     option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
     @app.post("/admin/reload")
     async def reload() -> Response:

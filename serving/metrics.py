@@ -239,6 +239,12 @@ class RecentStats:
                 self._by_version.popitem(last=False)
         return s
 
+    def energies(self, version: str) -> np.ndarray:
+        """The version's recent event energies (oldest first); empty when it scored nothing yet."""
+        with self._lock:
+            s = self._by_version.get(version)
+            return s.energies.values() if s is not None else np.empty(0)
+
     def record_error(self, version: str) -> None:
         """A request part this version failed to score (counted for the canary's error rate)."""
         with self._lock:
