@@ -5,6 +5,7 @@ Used by bench/serving_bench.py and usable on its own::
     python -m bench.loadgen http://127.0.0.1:8101/score --events 256 --concurrency 8 --duration 5
     python -m bench.loadgen http://127.0.0.1:8101/score --events 1 --rate 500 --duration 10
     python -m bench.loadgen http://127.0.0.1:5001/invocations --format mlflow --events 1 -c 16 -d 5
+    python -m bench.loadgen http://127.0.0.1:8101/score --format f32 --events 256 -c 8 -d 5
 
 Why not httpx/aiohttp: on a 2-core machine the client must spend far less CPU per request than
 the server, or it measures itself. Requests are encoded once (a small pool of distinct bodies,
@@ -25,7 +26,8 @@ the latencies are merged before the percentiles are taken.
 
 Bodies: ``node_body`` (``{"events": [[...], ...]}``, the ebmops node) and ``mlflow_body``
 (``{"inputs": [[...], ...]}``, what ``mlflow models serve`` accepts for a tensor-signature
-model). Events are real kdd99 rows when the ebmops kdd99 cache is on disk (``load_events``),
+model), and ``f32_body`` (the node's binary format: little-endian float32 rows, sent with
+``Content-Type: application/x-ebmops-f32``, see ``CONTENT_TYPES``). Events are real kdd99 rows when the ebmops kdd99 cache is on disk (``load_events``),
 else uniform [0, 1) synthetic rows of the same width.
 """
 
@@ -119,7 +121,14 @@ def mlflow_body(events: np.ndarray) -> bytes:
     return _dumps({"inputs": np.asarray(events, dtype=np.float32)})
 
 
-BODY_BUILDERS = {"ebmops": node_body, "mlflow": mlflow_body}
+def f32_body(events: np.ndarray) -> bytes:
+    """An ebmops node /score binary body: little-endian float32 rows, row-major, in the model's feature order."""
+    return np.ascontiguousarray(events, dtype="<f4").tobytes()
+
+
+F32_CONTENT_TYPE = "application/x-ebmops-f32"  # serving.payload.F32 (not imported: loadgen stands alone)
+BODY_BUILDERS = {"ebmops": node_body, "mlflow": mlflow_body, "f32": f32_body}
+CONTENT_TYPES = {"ebmops": "application/json", "mlflow": "application/json", "f32": F32_CONTENT_TYPE}
 
 
 def make_bodies(events: np.ndarray, events_per_request: int, fmt: str = "ebmops", count: int = 32,
@@ -134,14 +143,15 @@ def make_bodies(events: np.ndarray, events_per_request: int, fmt: str = "ebmops"
     return out
 
 
-def build_requests(url: str, bodies: Sequence[bytes], method: str = "POST") -> list[bytes]:
+def build_requests(url: str, bodies: Sequence[bytes], method: str = "POST",
+                   content_type: str = "application/json") -> list[bytes]:
     """Complete HTTP/1.1 keep-alive requests (head + body) for ``url``."""
     u = urlsplit(url)
     path = (u.path or "/") + (f"?{u.query}" if u.query else "")
     host = u.netloc
     out = []
     for body in bodies:
-        head = (f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        head = (f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
                 f"Accept: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
         out.append(head.encode("ascii") + body)
     return out
@@ -488,12 +498,12 @@ def _in_processes(target, arg_list: list[tuple]) -> list[_Raw]:
 
 def run_closed(url: str, bodies: Sequence[bytes], *, concurrency: int = 8, duration_s: float | None = 5.0,
                requests: int | None = None, events_per_request: int = 1, workers: int = 1,
-               warmup_s: float = 0.0, on_start=None) -> LoadResult:
+               warmup_s: float = 0.0, on_start=None, content_type: str = "application/json") -> LoadResult:
     """Closed loop: ``concurrency`` connections back to back, for ``duration_s`` or ``requests`` in all.
     ``on_start`` (optional) is called just before the measured run; its value lands in ``start_marker``."""
     if duration_s is None and requests is None:
         raise ValueError("give duration_s or requests")
-    reqs = build_requests(url, bodies)
+    reqs = build_requests(url, bodies, content_type=content_type)
     if warmup_s > 0:
         _run(_closed(url, reqs, concurrency, warmup_s, None))
     marker = on_start() if on_start else None
@@ -511,9 +521,10 @@ def run_closed(url: str, bodies: Sequence[bytes], *, concurrency: int = 8, durat
 
 
 def run_open(url: str, bodies: Sequence[bytes], *, rate: float, duration_s: float = 10.0,
-             events_per_request: int = 1, max_connections: int = 64, workers: int = 1, on_start=None) -> LoadResult:
+             events_per_request: int = 1, max_connections: int = 64, workers: int = 1, on_start=None,
+             content_type: str = "application/json") -> LoadResult:
     """Open loop: ``rate`` requests/s on a fixed schedule for ``duration_s``; latency from the scheduled time."""
-    reqs = build_requests(url, bodies)
+    reqs = build_requests(url, bodies, content_type=content_type)
     marker = on_start() if on_start else None
     if workers <= 1:
         raws = [_run(_open(url, reqs, rate, duration_s, max_connections))]
@@ -531,7 +542,8 @@ def run_open(url: str, bodies: Sequence[bytes], *, rate: float, duration_s: floa
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__.split("\n\n")[0])
     p.add_argument("url", help="e.g. http://127.0.0.1:8101/score or http://127.0.0.1:5001/invocations")
-    p.add_argument("--format", choices=sorted(BODY_BUILDERS), default="ebmops", help="body format")
+    p.add_argument("--format", choices=sorted(BODY_BUILDERS), default="ebmops",
+                   help="body format (f32: the node's binary rows, sent as " + F32_CONTENT_TYPE + ")")
     p.add_argument("--events", type=int, default=1, help="events per request")
     p.add_argument("-c", "--concurrency", type=int, default=8, help="closed loop: connections")
     p.add_argument("-d", "--duration", type=float, default=5.0, help="seconds")
@@ -547,10 +559,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     bodies = make_bodies(events, a.events, a.format)
     if a.rate:
         res = run_open(a.url, bodies, rate=a.rate, duration_s=a.duration, events_per_request=a.events,
-                       max_connections=a.max_connections, workers=a.workers)
+                       max_connections=a.max_connections, workers=a.workers,
+                       content_type=CONTENT_TYPES[a.format])
     else:
         res = run_closed(a.url, bodies, concurrency=a.concurrency, duration_s=None if a.requests else a.duration,
-                         requests=a.requests, events_per_request=a.events, workers=a.workers, warmup_s=a.warmup)
+                         requests=a.requests, events_per_request=a.events, workers=a.workers, warmup_s=a.warmup,
+                         content_type=CONTENT_TYPES[a.format])
     if a.json:
         print(json.dumps({**res.to_dict(), "events_source": source}, indent=2))
     else:

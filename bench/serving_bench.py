@@ -14,6 +14,9 @@ Both run as subprocesses; bench/loadgen.py (one process, raw asyncio sockets) dr
 at a time, so each server has one core and the load generator the other:
 
 (a) 256-event requests, closed loop;   (b) 1-event requests, closed loop;
+(a2) the node alone, 256-event requests in its binary body (Content-Type application/x-ebmops-f32,
+     float32 rows): a different wire format from mlflow's JSON, so its ratio to mlflow's (a) figure,
+     ``ratio_256_binary_vs_mlflow_json``, is reported for information and judged by no target;
 (c) 1-event requests, open loop at 500 req/s (latency from the scheduled send time);
 (d) the node's resident memory (VmRSS, children included) after the load.
 
@@ -38,7 +41,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import harness as h  # noqa: E402
-from bench.loadgen import load_events, make_bodies, run_closed, run_open  # noqa: E402
+from bench.loadgen import CONTENT_TYPES, load_events, make_bodies, run_closed, run_open  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "serving.json"
 REGION = "us-east"
@@ -95,24 +98,24 @@ def stack(tmp_path_factory):
             "events_source": source, "setup_s": setup_s, "published": published,
             "node_ready_s": node_ready_s, "mlflow_ready_s": peer_ready_s,
         }
-        yield {"events": events, "node_url": node_url, "peer_url": peer_url, "node": node, "peer": peer,
+        yield {"events": events, "features": features, "node_url": node_url, "peer_url": peer_url, "node": node, "peer": peer,
                "node_log": node_log, "peer_log": mlflow_log, "settings": settings}
 
 
-def _check_200(url: str, body: bytes, n: int, key: str) -> None:
+def _check_200(url: str, body: bytes, n: int, key: str, content_type: str = "application/json") -> None:
     import httpx
     import orjson
 
-    r = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=10)
+    r = httpx.post(url, content=body, headers={"content-type": content_type}, timeout=10)
     assert r.status_code == 200, r.text
     assert len(orjson.loads(r.content)[key]) == n
 
 
 def _closed(url: str, events, epr: int, fmt: str, concurrency: int, pid: int) -> dict:
     bodies = make_bodies(events, epr, fmt)
-    _check_200(url, bodies[0], epr, "energies" if fmt == "ebmops" else "predictions")
+    _check_200(url, bodies[0], epr, "predictions" if fmt == "mlflow" else "energies", CONTENT_TYPES[fmt])
     res = run_closed(url, bodies, concurrency=concurrency, duration_s=DURATION_S, events_per_request=epr,
-                     warmup_s=WARMUP_S, on_start=lambda: h.cpu_seconds(pid))
+                     warmup_s=WARMUP_S, on_start=lambda: h.cpu_seconds(pid), content_type=CONTENT_TYPES[fmt])
     return _with_cpu(res, pid)
 
 
@@ -145,6 +148,36 @@ def test_batch_256_node_vs_mlflow(benchmark, stack):
                              "events_per_s_ratio": node["events_per_s"] / max(peer["events_per_s"], 1e-9)}
     assert node["errors"] == 0 and peer["errors"] == 0
     _assert_target("events_per_s_ratio_256")
+
+
+# ---- (a2) 256-event requests, the node's binary body -----------------------------------------------
+
+@pytest.mark.benchmark(group="serving-256-binary")
+def test_batch_256_node_binary(benchmark, stack):
+    import httpx
+
+    # Binary rows carry no names: the columns must be the served model's feature order.
+    served = httpx.get(f"{stack['node_url']}/readyz", timeout=10).json()["features"]
+    assert served == list(stack["features"]), (served, stack["features"])
+
+    def run():
+        return _closed(f"{stack['node_url']}/score", stack["events"], BATCH_EVENTS, "f32", BATCH_CONCURRENCY,
+                       stack["node"].pid)
+
+    node = _bench(benchmark, run)
+    peer_json = _results.get("batch_256", {}).get("mlflow")
+    _results["batch_256_binary"] = {
+        "node": node,
+        "wire_format": "node: application/x-ebmops-f32 body (256 x 40 little-endian float32 rows, JSON answer); "
+                       "mlflow: its JSON body from (a)",
+        "ratio_256_binary_vs_mlflow_json": node["events_per_s"] / max(peer_json["events_per_s"], 1e-9)
+        if peer_json else None,
+        "node_binary_vs_node_json": node["events_per_s"] / max(_results["batch_256"]["node"]["events_per_s"], 1e-9)
+        if peer_json else None,
+        "note": "a different wire format from mlflow's: informational, not the events_per_s_ratio_256 target, "
+                "which stays JSON against JSON",
+    }
+    assert node["errors"] == 0
 
 
 # ---- (b) single-event requests ------------------------------------------------------------------------
@@ -242,7 +275,7 @@ def _assert_target(name: str) -> None:
 @pytest.fixture(scope="module", autouse=True)
 def _write_results():
     yield
-    if not {"setup", "batch_256", "single", "open_loop", "memory"} <= _results.keys():
+    if not {"setup", "batch_256", "batch_256_binary", "single", "open_loop", "memory"} <= _results.keys():
         return  # a partial run (-k, a failure) does not overwrite the kept figures
     from ebmops.settings import ServingSettings
 
@@ -256,12 +289,17 @@ def _write_results():
                      "uvicorn": "1 worker, uvloop, httptools (serving.node.uvicorn_config)",
                      "torch_threads": s.torch_threads, "micro_batch_max_events": s.micro_batch_max_events,
                      "micro_batch_wait_ms": s.micro_batch_wait_ms, "max_batch_events": s.max_batch_events,
-                     "body": '{"events": [[40 floats], ...]}'},
+                     "body": '{"events": [[40 floats], ...]}',
+                     "body_binary": "(a2) Content-Type application/x-ebmops-f32: 40 little-endian float32 per "
+                                    "event, row-major"},
             "mlflow": {"command": "mlflow models serve -m models:/NAME/1 --env-manager local",
                        "server": "uvicorn, 1 worker (MLflow's default)", "body": '{"inputs": [[40 floats], ...]}'},
             "load_generator": {"module": "bench/loadgen.py", "processes": 1, "http": "HTTP/1.1 keep-alive",
                                "batch_256": {"events_per_request": BATCH_EVENTS, "concurrency": BATCH_CONCURRENCY,
                                              "duration_s": DURATION_S, "warmup_s": WARMUP_S},
+                               "batch_256_binary": {"events_per_request": BATCH_EVENTS,
+                                                    "concurrency": BATCH_CONCURRENCY, "duration_s": DURATION_S,
+                                                    "warmup_s": WARMUP_S, "server": "node only"},
                                "single": {"events_per_request": 1, "concurrency": SINGLE_CONCURRENCY,
                                           "duration_s": DURATION_S, "warmup_s": WARMUP_S},
                                "open_loop": {"rate": OPEN_RATE, "duration_s": OPEN_DURATION_S,

@@ -167,9 +167,19 @@ def drift_scenario(settings, replay, *, region: str, approver: str) -> dict:
     from flows.drift import drift_monitor
     from flows.hotfix import hotfix
 
-    features = list(range(0, 12))
+    # the drift: the region now sees a different slice of real traffic (connections whose most
+    # variable feature sits in its top quartile), values within the ranges seen in training
+    pool = replay.events
+    drifted = None
+    for j in np.argsort(-pool.var(axis=0)):  # the most variable feature with a real top quartile
+        sl = pool[pool[:, j] > np.quantile(pool[:, j], 0.75)]
+        if len(sl) >= 2000:
+            drifted = sl
+            break
+    if drifted is None:
+        drifted = np.clip(pool + 0.1, 0.0, 1.0)
     t0 = time.perf_counter()
-    replay.shift(region, features, 0.25)
+    replay.replace_events(region, drifted)
     first_drifted = datetime.now(timezone.utc)
     # the node's stats window must fill with drifted events before Δ moves: the monitor runs
     # every hour in production; here it runs every 2 s until it sees the breach
@@ -186,7 +196,10 @@ def drift_scenario(settings, replay, *, region: str, approver: str) -> dict:
     if breach is None:
         console.print("[red]no breach detected in 60 s[/red]")
         return {"breach_detected_s": None}
-    rows.append({"step": f"breach detected (Δ={breach['delta']:.3f})", "after s": t_breach})
+    rows.append({"step": f"breach detected (Δ={breach['delta']:.3f})", "at": datetime.now(timezone.utc).strftime(
+        "%H:%M:%S"), "after s": t_breach})
+    # the hotfix learns from the drifted traffic: let the node's recent sample fill with it first
+    time.sleep(max(0.0, 7.0 - (time.perf_counter() - t0)))
     hf = hotfix(region=region, model=breach["model"], version=breach["version"], delta=breach["delta"],
                 auto_approve_as=approver)
     t_serving = time.perf_counter() - t0

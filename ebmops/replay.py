@@ -53,12 +53,21 @@ class Replayer:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._shift: dict[str, tuple[np.ndarray, float]] = {}
+        self._pools: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
 
     def shift(self, region: str, columns: Sequence[int], by: float) -> None:
         """From now on, add ``by`` to ``columns`` of every event sent to ``region`` (clipped to [0, 1])."""
         with self._lock:
             self._shift[region] = (np.asarray(columns, dtype=int), by)
+
+    def replace_events(self, region: str, events: np.ndarray) -> None:
+        """From now on, replay ``events`` to ``region`` (a drifted slice of traffic)."""
+        events = np.asarray(events, dtype=np.float32)
+        if events.ndim != 2 or len(events) == 0:
+            raise ValueError(f"replace_events({region!r}): need a non-empty 2-d array of events, got shape {events.shape}")
+        with self._lock:
+            self._pools[region] = events
 
     def reset_stats(self) -> None:
         for t in self.traffic.values():
@@ -95,33 +104,12 @@ class Replayer:
         next_at = time.perf_counter()
         with httpx.Client(timeout=10.0) as client:
             while not self._stop.is_set():
-                rows = rng.integers(0, len(self.events), self.batch)
-                x = self.events[rows]
-                with self._lock:
-                    sh = self._shift.get(region)
-                if sh is not None:
-                    x = x.copy()
-                    x[:, sh[0]] = np.clip(x[:, sh[0]] + sh[1], 0.0, 1.0)
-                body = orjson.dumps({"events": x.tolist(), "keys": [f"evt-{int(r)}" for r in rows]})
-                t0 = time.perf_counter()
                 try:
-                    r = client.post(stats.url + "/score", content=body, headers={"content-type": "application/json"})
-                    ms = (time.perf_counter() - t0) * 1000.0
-                    stats.requests += 1
-                    if r.status_code == 200:
-                        out = orjson.loads(r.content)
-                        stats.events += len(out["versions"])
-                        stats.latencies_ms.append(ms)
-                        for v in set(out["versions"]):
-                            stats.versions[v] = stats.versions.get(v, 0) + out["versions"].count(v)
-                    else:
-                        stats.errors += 1
-                        stats.last_error = f"HTTP {r.status_code}: {r.text[:200]}"
-                except httpx.HTTPError as e:
-                    stats.requests += 1
+                    self._send_one(client, region, rng, stats, orjson)
+                except Exception as e:  # noqa: BLE001 - a load generator reports, it does not die silently
                     stats.errors += 1
                     stats.last_error = f"{type(e).__name__}: {e}"
-                    time.sleep(0.2)
+                    self._stop.wait(0.5)
                 if period:
                     next_at += period
                     delay = next_at - time.perf_counter()
@@ -129,3 +117,35 @@ class Replayer:
                         self._stop.wait(delay)
                     else:
                         next_at = time.perf_counter()
+
+    def _send_one(self, client, region: str, rng, stats: RegionTraffic, orjson) -> None:
+        import httpx
+
+        with self._lock:
+            pool = self._pools.get(region, self.events)
+            sh = self._shift.get(region)
+        rows = rng.integers(0, len(pool), self.batch)
+        x = pool[rows]
+        if sh is not None:
+            x = x.copy()
+            x[:, sh[0]] = np.clip(x[:, sh[0]] + sh[1], 0.0, 1.0)
+        body = orjson.dumps({"events": x.tolist(), "keys": [f"evt-{int(r)}" for r in rows]})
+        t0 = time.perf_counter()
+        try:
+            r = client.post(stats.url + "/score", content=body, headers={"content-type": "application/json"})
+            ms = (time.perf_counter() - t0) * 1000.0
+            stats.requests += 1
+            if r.status_code == 200:
+                out = orjson.loads(r.content)
+                stats.events += len(out["versions"])
+                stats.latencies_ms.append(ms)
+                for v in set(out["versions"]):
+                    stats.versions[v] = stats.versions.get(v, 0) + out["versions"].count(v)
+            else:
+                stats.errors += 1
+                stats.last_error = f"HTTP {r.status_code}: {r.text[:200]}"
+        except httpx.HTTPError as e:
+            stats.requests += 1
+            stats.errors += 1
+            stats.last_error = f"{type(e).__name__}: {e}"
+            time.sleep(0.2)

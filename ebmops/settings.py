@@ -399,8 +399,9 @@ class DriftSettings(BaseModel):
         default="auto", description="recalibrate: same network, threshold and calibration from the region's recent "
                                     "events; retrain: train on them; auto: recalibrate below retrain_delta.")
     retrain_delta: float = Field(default=0.5, gt=0, description="auto mode retrains at or above this Δ.")
-    recent_events: int = Field(default=20000, ge=100,
-                               description="Recent events of the region a hotfix fetches from its node.")
+    recent_events: int = Field(default=8000, ge=100,
+                               description="Newest events of the region a hotfix fetches from its node (those after "
+                                           "the shift: keep it within what the node scores after a breach).")
     auto_approve_as: str | None = Field(default=None,
                                         description="Roster member who approves hotfix rollouts automatically; unset: "
                                                     "a hotfix waits for an on-call approval (rollout.hotfix).")

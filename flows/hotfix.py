@@ -59,7 +59,7 @@ def hotfix(region: str, model: str, version: str, delta: float, auto_approve_as:
              new_version=built["version"])
         store.append_audit("registration", model=model, version=built["version"], region=region,
                            actor="ebmops-hotfix", payload={"hotfix": hf.id, "mode": mode, "hotfix_of": version})
-        verdict = gate_flow(version=built["version"], window_path=str(path))
+        verdict = gate_flow(version=built["version"], window_path=str(path), hotfix=True)
         mark(f"gated: {verdict['verdict']}")
         if verdict["verdict"] in ("fail", "inconclusive"):
             raise steps.HotfixStopped(f"hotfix v{built['version']} did not pass its gate ({verdict['verdict']}); "

@@ -21,7 +21,7 @@ from gates.checks import (DetectionMetrics, check_alert_rate, check_cost, check_
                           check_energy_drift, check_latency)
 from gates.latency import LatencyStats
 from gates.report import GateReport
-from gates.verdict import CheckResult, combine
+from gates.verdict import CheckResult, Verdict, combine
 
 
 @dataclass
@@ -53,6 +53,9 @@ class GateMeasurements:
     training_cost: float | None = None
     device_hours: float | None = None
     price_per_hour: float | None = None
+    # checks deliberately not applied, with why (e.g. a hotfix: the champion's alert rate on drifted
+    # traffic is what the fix corrects); they are reported as skipped, never as passed
+    waived: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -85,7 +88,8 @@ def run_checks(m: GateMeasurements, cfg: GateSettings) -> list[CheckResult]:
     results.append(check_data_drift(m.feature_drift_share, m.n_features, cfg, drifted=m.drifted_features,
                                     report_path=m.drift_report_path))
     results.append(check_cost(m.training_cost, cfg, device_hours=m.device_hours, price_per_hour=m.price_per_hour))
-    return results
+    return [CheckResult(r.name, Verdict.SKIPPED, r.value, r.threshold, f"waived: {m.waived[r.name]}", r.details)
+            if r.name in m.waived else r for r in results]
 
 
 def evaluate_gate(measurements: GateMeasurements, cfg: GateSettings | None = None, *,

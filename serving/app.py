@@ -14,6 +14,10 @@ a bare ASGI handler before Starlette's middleware and routing (about 40 % of a 1
 CPU), and hands every other request, other methods on /score included, to FastAPI, whose /score
 route stays registered (it answers 405 for other methods, and serves POST /score should the app
 be mounted under a prefix). Both paths run ``Node.handle_score``: same statuses, bodies, metrics.
+``/score`` takes a JSON body or, with ``Content-Type: application/x-ebmops-f32``, raw float32 rows
+(serving.payload); both become one ``ScoreRequest`` and are scored, counted and recorded alike. A
+request that sends ``Accept: application/x-ebmops-f32`` gets the energies as float32 bytes when one
+version scored the whole batch (headers x-ebmops-versions, -generation, -threshold), else JSON.
 Nothing a client sends can take the node down: bad input is a 4xx naming the field, and anything
 unexpected a counted 500 with a JSON body.
 """
@@ -41,7 +45,7 @@ from serving.batcher import MicroBatcher
 from serving.metrics import EnergyShift, NodeMetrics, RecentStats
 from serving.recent import RecentEvents
 from serving.model import LoadedModel
-from serving.payload import InputError, parse_score
+from serving.payload import F32, InputError, parse_request
 from serving.router import route, route_random
 from serving.state import NodeState, Reconciler, ReconcileResult, Serving, is_refusal_of_bundle
 
@@ -59,22 +63,24 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 class Reply(NamedTuple):
-    """A /score answer, independent of the web framework: status, JSON body bytes, extra headers."""
+    """A /score answer, independent of the web framework: status, body bytes (JSON unless
+    ``media_type`` says otherwise), extra headers."""
 
     status: int
     body: bytes
     headers: tuple[tuple[str, str], ...] = ()
+    media_type: str = JSON
 
     @classmethod
     def json(cls, body: Any, status: int = 200, headers: tuple[tuple[str, str], ...] = ()) -> "Reply":
         return cls(status, orjson.dumps(body, option=_DUMPS_OPTS), headers)
 
     def response(self) -> Response:
-        return Response(self.body, status_code=self.status, media_type=JSON, headers=dict(self.headers))
+        return Response(self.body, status_code=self.status, media_type=self.media_type, headers=dict(self.headers))
 
     def asgi_headers(self) -> list[tuple[bytes, bytes]]:
         """What Starlette's ``Response`` would send: content-length, content-type, then the extras."""
-        return [(b"content-length", str(len(self.body)).encode()), (b"content-type", b"application/json"),
+        return [(b"content-length", str(len(self.body)).encode()), (b"content-type", self.media_type.encode()),
                 *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers)]
 
 
@@ -140,11 +146,12 @@ class Node:
             await asyncio.sleep(self.cfg.poll_interval_s)
 
     # ---- scoring --------------------------------------------------------------------------
-    async def handle_score(self, read_body: Callable[[], Awaitable[bytes]]) -> Reply:
+    async def handle_score(self, read_body: Callable[[], Awaitable[bytes]], content_type: str | None = None,
+                           accept: str | None = None) -> Reply:
         """One POST /score, whatever serves it: the reply, counted by status; never raises."""
         t0 = time.perf_counter()
         try:
-            reply = await self.score(await read_body())
+            reply = await self.score(await read_body(), content_type, accept)
         except Exception as e:  # noqa: BLE001 - counted and answered here, never a dropped connection
             log.exception("%s: /score failed", self.region)
             self.metrics.errors.labels(kind="internal").inc()
@@ -157,7 +164,8 @@ class Node:
             self.metrics.latency.observe(time.perf_counter() - t0)
         return reply
 
-    async def score(self, raw: bytes) -> Reply:
+    async def score(self, raw: bytes, content_type: str | None = None, accept: str | None = None) -> Reply:
+        """Score a /score body (JSON, or float32 rows when ``content_type`` is ``F32``)."""
         serving = self.state.serving  # captured once: this request is served by this snapshot throughout
         if serving is None:
             self.metrics.errors.labels(kind="no-model").inc()
@@ -169,7 +177,8 @@ class Node:
         t0 = time.perf_counter()
         schema, positional = _schema(serving)
         try:
-            req = parse_score(raw, schema, max_events=self.cfg.max_batch_events, positional=positional)
+            req = parse_request(raw, content_type, schema, max_events=self.cfg.max_batch_events,
+                                positional=positional)
         except InputError as e:
             self.metrics.errors.labels(kind={400: "bad-json", 413: "too-large"}.get(e.status, "invalid-input")).inc()
             return Reply.json(e.body(), e.status)
@@ -178,6 +187,11 @@ class Node:
         anomaly = self._record(serving, energies, canary_mask, (time.perf_counter() - t0) * 1000.0)
         if self.recent is not None:
             self.recent.offer(tuple(schema), req.x, energies)
+        if accept and F32 in accept.lower() and (canary_mask is None or not canary_mask.any() or canary_mask.all()):
+            model = serving.canary if canary_mask is not None and canary_mask.any() else serving.stable
+            return Reply(200, np.asarray(energies, dtype="<f4").tobytes(),
+                         (("x-ebmops-versions", model.version), ("x-ebmops-generation", str(serving.generation)),
+                          ("x-ebmops-threshold", repr(model.threshold))), F32)
         return Reply.json({"energies": energies, "anomaly": anomaly, "versions": versions,
                            "generation": serving.generation})
 
@@ -267,6 +281,8 @@ class Node:
                 "stable_version": serving.stable.version if serving else None,
                 "canary_version": serving.canary.version if serving and serving.canary else None,
                 "canary_weight": serving.canary_weight if serving else 0.0,
+                # the stable's feature order: the columns of positional JSON events and binary f32 rows
+                "features": list(serving.stable.features) if serving else [],
                 "versions": serving.roles() if serving else {},
                 "last_error": err.as_dict() if err else None,
                 "last_reconcile_at": last.isoformat() if last else None}
@@ -296,11 +312,11 @@ class NodeApp(FastAPI):
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == SCORE_PATH:
-            await self._score(receive, send)
+            await self._score(scope, receive, send)
         else:
             await super().__call__(scope, receive, send)
 
-    async def _score(self, receive, send) -> None:
+    async def _score(self, scope, receive, send) -> None:
         async def read_body() -> bytes:
             message = await receive()
             if message["type"] != "http.request":
@@ -317,7 +333,13 @@ class NodeApp(FastAPI):
                 if not message.get("more_body", False):
                     return b"".join(chunks)
 
-        reply = await self.node.handle_score(read_body)
+        content_type = accept = None
+        for name, value in scope["headers"]:  # ASGI: lowercased names, bytes
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"accept":
+                accept = value.decode("latin-1")
+        reply = await self.node.handle_score(read_body, content_type, accept)
         await send({"type": "http.response.start", "status": reply.status, "headers": reply.asgi_headers()})
         await send({"type": "http.response.body", "body": reply.body})
 
@@ -365,7 +387,8 @@ def _routes(app: FastAPI, node: Node) -> None:
     @app.post(SCORE_PATH)
     async def score(request: Request) -> Response:
         """Reached only when NodeApp's ASGI handler does not see the request (a mounted app)."""
-        return (await node.handle_score(request.body)).response()
+        return (await node.handle_score(request.body, request.headers.get("content-type"),
+                                        request.headers.get("accept"))).response()
 
     @app.get("/healthz")
     async def healthz() -> Response:

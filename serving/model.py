@@ -61,7 +61,10 @@ class LoadedModel:
         import torch
 
         with torch.inference_mode():
-            out = self.module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            if not x.flags.writeable:  # a zero-copy view of a binary body: torch wants writable memory
+                x = x.copy()
+            out = self.module(torch.from_numpy(x))
         return out.detach().to(torch.float32).reshape(-1).numpy()
 
 

@@ -127,9 +127,13 @@ def breach_report(settings: Settings, observation: dict) -> str | None:
         ref = ref.assign(energy=np.resize(cal, len(ref)))
         cols = [c for c in ref.columns if c in cur.columns]
         html = out / "report.html"
-        share, _ = feature_drift(ref, cur, cols, method=settings.gate.feature_drift_method,
-                                 threshold=settings.gate.feature_drift_threshold, html_path=html,
-                                 max_rows=settings.gate.feature_drift_max_rows)
+        import warnings
+
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)  # constant columns in a short window
+            share, _ = feature_drift(ref, cur, cols, method=settings.gate.feature_drift_method,
+                                     threshold=settings.gate.feature_drift_threshold, html_path=html,
+                                     max_rows=settings.gate.feature_drift_max_rows)
         observation["drifted_share"] = share
         return str(html)
     except Exception as e:  # noqa: BLE001 - a report that cannot be built must not stop the hotfix
@@ -201,7 +205,10 @@ def validate_recent(settings: Settings, store, ds, region: str):
 
     from ebmops.data import load_dataset
 
+    import dataclasses
+
     profile = load_or_create_reference(load_dataset(settings.data.dataset, settings), settings)
+    profile = dataclasses.replace(profile, has_label=False)  # live traffic carries no labels
     return validate_or_quarantine(ds.frame, dataset=ds.name, region=region, profile=profile, settings=settings,
                                   store=store)
 
