@@ -120,6 +120,9 @@ class RolloutController:
     aliases: AliasPort
     approvals: ApprovalPort
     actor: str = "ebmops-rollout"
+    # every region of the fleet: a rollout makes its version ``champion`` only when it promoted all of
+    # them (a hotfix or a partial rollout sets ``prod-<region>`` aliases only); None: the plan's regions
+    all_regions: list[str] | None = None
     sleep: Callable[[float], None] = time.sleep
     now: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
     progress: Callable[[str], None] = field(default=lambda msg: log.info("%s", msg))
@@ -311,6 +314,11 @@ class RolloutController:
         return True
 
     def _promote_everywhere(self, ro) -> bool:
+        covered = {r.region for r in ro.regions}
+        if self.all_regions is not None and not set(self.all_regions) <= covered:
+            self._rollout_phase(ro, Phase.PROMOTED, f"v{ro.version} promoted in {', '.join(sorted(covered))} "
+                                                    "(not every region: the champion alias stays)")
+            return False
         current = self.aliases.get_alias(CHAMPION)
         if current is not None and current != ro.version:
             self.aliases.set_alias(PREVIOUS_CHAMPION, current)

@@ -168,6 +168,9 @@ def public_key_hex(key_pem_or_hex: str) -> str:
     return priv.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
 
 
+_dev_warned = False
+
+
 def signing_key(settings, *, verify_only: bool = False) -> SigningKey:
     """The sync key from settings.
 
@@ -193,8 +196,11 @@ def signing_key(settings, *, verify_only: bool = False) -> SigningKey:
     elif secret:
         return hmac_key(secret)
     if sync.dev_mode:
-        log.warning("sync.dev_mode is on: signing and verifying with the public development key; "
-                    "anyone can forge bundles. Set EBMOPS_SYNC__SIGNING_KEY outside development.")
+        global _dev_warned
+        if not _dev_warned:  # once per process: a rollout asks for the key at every step
+            _dev_warned = True
+            log.warning("sync.dev_mode is on: signing and verifying with the public development key; "
+                        "anyone can forge bundles. Set EBMOPS_SYNC__SIGNING_KEY outside development.")
         seed = hashlib.sha256(DEV_SECRET).digest()
         return ed25519_key(private=seed, dev=True) if sync.signing_algorithm == ED25519 else hmac_key(DEV_SECRET, dev=True)
     wanted = ("EBMOPS_SYNC__VERIFY_KEY (the Ed25519 public key) or EBMOPS_SYNC__SIGNING_KEY"

@@ -252,7 +252,7 @@ def controller(settings: Settings, store, approvals, *, progress: Callable[[str]
                actor: str = "ebmops-rollout") -> RolloutController:
     kw = {"progress": progress} if progress else {}
     return RolloutController(store=store, traffic=RegionTraffic(settings), aliases=RegistryAliases(settings),
-                             approvals=approvals, actor=actor, **kw)
+                             approvals=approvals, actor=actor, all_regions=list(settings.data.regions), **kw)
 
 
 def decide(settings: Settings, store, rollout_id: str, *, approve: bool, actor: str, comment: str | None = None,

@@ -215,3 +215,14 @@ def test_plan_bake_time_is_slept_and_restarted_after_a_crash(store, tmp_path):
                             approvals=ScriptedApprovals(), sleep=sleep, now=lambda: t[0])
     assert ctl.run(rid).phase == "promoted"
     assert slept == [5.0] * 9
+
+
+def test_a_rollout_of_some_regions_sets_their_aliases_but_not_the_champion(store, tmp_path):
+    plan = _plan(tmp_path, waves=[["eu-west"]], approval=False)
+    rid = _rollout(store, plan)
+    aliases = FakeAliases()
+    ctl = _ctl(store, FakeTraffic(), aliases)
+    ctl.all_regions = REGIONS
+    final = ctl.run(rid)
+    assert final.phase == "promoted" and "champion alias stays" in final.message
+    assert aliases.aliases == {CHAMPION: "1", "prod-eu-west": "2"}

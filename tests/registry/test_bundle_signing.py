@@ -123,10 +123,14 @@ def test_key_from_a_file_and_ed25519_from_settings(tmp_path):
         signing_key(ed)  # the control plane must have the private key to sign
 
 
-def test_dev_mode_uses_a_public_key_with_a_warning(tmp_path, caplog):
+def test_dev_mode_uses_a_public_key_with_a_warning(tmp_path, caplog, monkeypatch):
+    import registry.signing
+
+    monkeypatch.setattr(registry.signing, "_dev_warned", False)
     with caplog.at_level(logging.WARNING, logger="registry.signing"):
         key = signing_key(load_settings(home=tmp_path, sync={"dev_mode": True}))
-    assert key.dev and "dev_mode" in caplog.text
+        signing_key(load_settings(home=tmp_path, sync={"dev_mode": True}))
+    assert key.dev and caplog.text.count("dev_mode") == 1  # warned once per process, not at every call
     # A process with a real key refuses what the dev key signed.
     with pytest.raises(SignatureError):
         verify_document(sign_document(DOC, key), hmac_key(SECRET))
