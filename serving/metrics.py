@@ -60,13 +60,13 @@ class EnergyHistograms(Collector):
         if isinstance(energies, np.ndarray) and energies.ndim == 1 and len(energies) <= SMALL_BATCH:
             return self._observe_few(version, energies)
         e = np.asarray(energies, dtype=np.float64)
-        finite = np.isfinite(e)
-        bad = len(e) - int(np.count_nonzero(finite))
-        if bad:
+        total = float(e.sum())
+        bad = 0
+        if not math.isfinite(total):  # a finite sum means every energy is finite: no mask needed
+            finite = np.isfinite(e)
+            bad = len(e) - int(np.count_nonzero(finite))
             total = float(e[finite].sum())
             e = e[~np.isnan(e)]
-        else:
-            total = float(e.sum())
         idx = np.searchsorted(self.bounds, e, side="left")  # bucket i holds bounds[i-1] < e <= bounds[i]
         counts = np.bincount(idx, minlength=len(self.bounds) + 1)
         with self._lock:

@@ -28,18 +28,25 @@ class RecentEvents:
         with self._lock:
             start = (-self._offered) % self.keep_every
             self._offered += len(x)
-            x, energies = x[start::self.keep_every], energies[start::self.keep_every]
-            if not len(x):
+            if self.keep_every > 1:
+                x, energies = x[start::self.keep_every], energies[start::self.keep_every]
+            if not len(x) or self.capacity <= 0:
                 return
             if self._x is None or self._features != tuple(features) or self._x.shape[1] != x.shape[1]:
                 self._x = np.zeros((self.capacity, x.shape[1]), dtype=np.float32)  # a new schema: start over
                 self._features, self._n = tuple(features), 0
-            if len(x) > self.capacity:
-                x, energies = x[-self.capacity:], energies[-self.capacity:]
-            idx = (self._n + np.arange(len(x))) % self.capacity
-            self._x[idx] = x
-            self._e[idx] = energies
-            self._n += len(x)
+            k = len(x)
+            if k > self.capacity:
+                x, energies, k = x[-self.capacity:], energies[-self.capacity:], self.capacity
+            # the ring as at most two contiguous slices: cheaper than fancy indexing with arange % capacity
+            start = self._n % self.capacity
+            first = min(k, self.capacity - start)
+            self._x[start:start + first] = x[:first]
+            self._e[start:start + first] = energies[:first]
+            if first < k:
+                self._x[:k - first] = x[first:]
+                self._e[:k - first] = energies[first:]
+            self._n += k
 
     def latest(self, n: int) -> tuple[list[str], np.ndarray, np.ndarray]:
         """The newest ``n`` kept events (oldest first): feature names, features, energies."""

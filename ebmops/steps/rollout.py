@@ -304,6 +304,8 @@ def _resume_paused_flow(rollout_id: str, region: str, *, approve: bool, actor: s
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
             state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
     wanted = pause_key(rollout_id, region)
+    # newest first: a rollout process killed while paused leaves its run paused; the resumed one is newer
+    runs = sorted(runs, key=lambda r: r.created or datetime.min.replace(tzinfo=timezone.utc), reverse=True)
     for run in runs:
         details = run.state.state_details if run.state else None
         if details is not None and (details.pause_key or "").endswith(wanted):

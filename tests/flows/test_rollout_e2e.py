@@ -117,8 +117,18 @@ def test_rollout_with_prefect_approval_kill_and_resume(stack):
         assert refused.returncode == 11 and "roster" in refused.stderr
         assert store.get_rollout(rid).region("us-east").phase == "awaiting_approval"
 
-        # a roster member approves through the Prefect API, from this other process
+        # killed while it waits for the approval: a resumed process pauses again for the same approval
         _wait(lambda: _paused(env), timeout=60, what="the flow run to pause")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        log = open(log_path, "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "ebmops.cli.main", "rollout", "resume", rid], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        _wait(lambda: _paused(env) >= 2, timeout=90, what="the resumed flow run to pause")
+        assert phase("us-east") == "awaiting_approval"
+
+        # a roster member approves through the Prefect API, from this other process
         ok = _cli(env, "approve", rid, "--as", "oncall", "--comment", "latency and energies look fine", "--json")
         assert json.loads(ok.stdout)["via"] == "prefect"
         _wait(lambda: store.get_rollout(rid).region("eu-west").phase in ("progressing", "analysing"),
@@ -152,7 +162,7 @@ def test_rollout_with_prefect_approval_kill_and_resume(stack):
     assert stack["replay"].traffic["eu-west"].errors == 0
 
 
-def _paused(env) -> bool:
+def _paused(env) -> int:
     code = ("from prefect.client.orchestration import get_client\n"
             "from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType\n"
             "from prefect.client.schemas.objects import StateType\n"
@@ -161,7 +171,7 @@ def _paused(env) -> bool:
             "type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))\n"
             "print(len(runs))\n")
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
-    return r.returncode == 0 and int(r.stdout.strip() or 0) > 0
+    return int(r.stdout.strip() or 0) if r.returncode == 0 else 0
 
 
 def test_a_bad_candidate_is_rolled_back_automatically_then_manual_rollbacks(stack):
@@ -198,3 +208,18 @@ def test_a_bad_candidate_is_rolled_back_automatically_then_manual_rollbacks(stac
             "rollback"} <= {e["kind"] for e in log}
     assert verify(store).ok
     assert _cli(env, "audit", "verify").returncode == 0
+
+
+def test_an_approval_nobody_gives_times_out_and_rolls_the_wave_back(stack):
+    env, settings, v1, v2 = stack["env"], stack["settings"], stack["v1"], stack["v2"]
+    store = open_store(settings)
+    short = {**env, "EBMOPS_ROLLOUT__APPROVAL_TIMEOUT_S": "8"}
+    r = _cli(short, "rollout", "start", v2, "--region", "us-east", "--json", check=False)
+    assert r.returncode == 12, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    assert out["phase"] == "rolled_back" and out["regions"][0]["phase"] == "rolled_back"
+    assert "timed out" in out["regions"][0]["message"]
+    assert [d["kind"] for d in out["decisions"]] == ["timeout"]
+    status = json.loads(_cli(env, "regions", "status", "--json").stdout)
+    assert status["regions"]["us-east"]["served_stable"] == v1 and status["regions"]["us-east"]["served_canary"] is None
+    assert store.active_rollout(settings.registry.model_name) is None
