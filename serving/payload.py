@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any, Sequence
 
+import threading
+
 import numpy as np
 import orjson
 
@@ -81,6 +83,12 @@ def parse_score(raw: bytes, schema: Sequence[str], *, max_events: int, positiona
         positional: how many values a list event must have; default ``len(schema)``. A smaller
             number means some served version needs features the positional order lacks.
     """
+    if positional in (None, len(schema)):
+        x = _simd_matrix(raw, len(schema), max_events)
+        if x is not None:
+            if np.isfinite(x).all():
+                return ScoreRequest(x=x, keys=None)
+            # a value beyond float32: the full path below names the field
     doc = parse_json(raw)
     unknown = [k for k in doc if k not in ALLOWED_FIELDS]
     if unknown:
@@ -204,6 +212,48 @@ def _fast_matrix(raw: bytes, events: list, width: int) -> np.ndarray | None:
         return None
     with np.errstate(over="ignore"):
         return arr.astype(np.float32)
+
+
+try:  # simdjson turns a JSON array of numbers into a float64 buffer without a Python float per value
+    import simdjson as _simdjson
+except ImportError:  # pragma: no cover - a dependency; the orjson path below is complete without it
+    _simdjson = None
+_parsers = threading.local()
+
+
+def _simd_matrix(raw: bytes, width: int, max_events: int) -> np.ndarray | None:
+    """float32 [n, width] of the commonest body, ``{"events": [[numbers...], ...]}`` and nothing else,
+    parsed by simdjson; None for anything else (keys, named features, bad input), which the full
+    path then parses and, when wrong, answers naming the field. Only bodies holding no string but
+    their one key and no true/false/null get here (``_numbers_only``), so a number is all it can see."""
+    if _simdjson is None or not _numbers_only(raw):
+        return None
+    parser = getattr(_parsers, "p", None)
+    if parser is None:
+        parser = _parsers.p = _simdjson.Parser()
+    doc = events = None
+    try:
+        doc = parser.parse(raw)
+        if not isinstance(doc, _simdjson.Object) or len(doc) != 1:
+            return None
+        events = doc["events"]
+        n = len(events)
+        if not 0 < n <= max_events:
+            return None
+        if raw.count(b"[") != n + 1:  # the outer list and one per event: a nested list flattens silently
+            return None
+        for row in events:  # ragged rows would flatten to the right count by accident
+            if len(row) != width:
+                return None
+        flat = np.frombuffer(events.as_buffer(of_type="d"), dtype=np.float64)
+        if len(flat) != n * width:
+            return None
+        with np.errstate(over="ignore"):
+            return flat.astype(np.float32).reshape(n, width)  # a copy: the parser's buffer is reused
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        return None
+    finally:
+        del doc, events  # the parser can be reused only once nothing references its document
 
 
 def _numbers_only(raw: bytes) -> bool:

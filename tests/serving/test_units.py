@@ -392,3 +392,29 @@ def test_cli_refuses_an_unknown_region(tmp_path, monkeypatch, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "--region" in err and "mars" in err and "us-east, eu-west, ap-south" in err
+
+
+def test_the_simdjson_path_reads_exactly_what_the_orjson_path_reads(monkeypatch):
+    import orjson
+
+    from serving import payload
+
+    schema = ["a", "b", "c"]
+    rng = np.random.default_rng(3)
+    bodies = [orjson.dumps({"events": rng.normal(0, 1e3, size=(50, 3)).tolist()}),
+              b'{"events":[[1,2,3],[-4,5e-3,6E2],[0,-0.0,1e30]]}',
+              b'{ "events" : [ [1 , 2 , 3] ] }',
+              orjson.dumps({"events": [[1, 2, 3]], "keys": ["k"]}),
+              orjson.dumps({"events": [{"a": 1, "b": 2, "c": 3}]})]
+    for body in bodies:
+        fast = payload.parse_score(body, schema, max_events=100)
+        with monkeypatch.context() as m:
+            m.setattr(payload, "_simdjson", None)
+            slow = payload.parse_score(body, schema, max_events=100)
+        assert fast.x.dtype == slow.x.dtype == np.float32
+        np.testing.assert_array_equal(fast.x, slow.x)
+        assert fast.keys == slow.keys
+    assert payload._simd_matrix(bodies[0], 3, 100) is not None  # the common body does take the fast path
+    assert payload._simd_matrix(b'{"events":[[[1],2,3]]}', 3, 100) is None
+    assert payload._simd_matrix(b'{"events":[[1,2,3,4],[5,6]]}', 3, 100) is None
+    assert payload._simd_matrix(b'{"events":[[1,2,3]],"x":[1]}', 3, 100) is None
