@@ -315,9 +315,11 @@ class RolloutController:
 
     def _promote_everywhere(self, ro) -> bool:
         covered = {r.region for r in ro.regions}
-        if self.all_regions is not None and not set(self.all_regions) <= covered:
+        partial = self.all_regions is not None and not set(self.all_regions) <= covered
+        if partial or ro.kind == "hotfix":  # a hotfix adapts a region to its traffic: it is not the champion
+            why = "a hotfix" if ro.kind == "hotfix" else "not every region"
             self._rollout_phase(ro, Phase.PROMOTED, f"v{ro.version} promoted in {', '.join(sorted(covered))} "
-                                                    "(not every region: the champion alias stays)")
+                                                    f"({why}: the champion alias stays)")
             return False
         current = self.aliases.get_alias(CHAMPION)
         if current is not None and current != ro.version:

@@ -226,3 +226,16 @@ def test_a_rollout_of_some_regions_sets_their_aliases_but_not_the_champion(store
     final = ctl.run(rid)
     assert final.phase == "promoted" and "champion alias stays" in final.message
     assert aliases.aliases == {CHAMPION: "1", "prod-eu-west": "2"}
+
+
+def test_a_hotfix_rollout_never_moves_the_champion(store, tmp_path):
+    plan = _plan(tmp_path, approval=False)
+    rid = store.create_rollout(model_name="ebm-anomaly", version="2", plan=plan.to_dict(), kind="hotfix",
+                               stable_before={r: "1" for r in plan.regions}, created_by="test").id
+    aliases = FakeAliases()
+    ctl = _ctl(store, FakeTraffic(), aliases)
+    ctl.all_regions = REGIONS
+    final = ctl.run(rid)
+    assert final.phase == "promoted" and "a hotfix" in final.message
+    assert aliases.aliases[CHAMPION] == "1" and PREVIOUS_CHAMPION not in aliases.aliases
+    assert all(aliases.aliases[f"prod-{r}"] == "2" for r in REGIONS)

@@ -1,0 +1,60 @@
+"""Drift to hotfix end to end: a real trained model served by a real node with kdd99 traffic; the
+region's traffic drifts, the drift-monitor flow reports the breach, the hotfix flow recalibrates
+on the region's recent events, gates on them and rolls out there (the demo's scenario)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ebmops.state import open_store
+from tests.flows.test_sync_flow import _free_base_port
+
+pytestmark = pytest.mark.slow
+
+REGION = "eu-west"
+
+
+def test_a_drifted_region_is_detected_hotfixed_and_serves_the_fix(prefect_server, flow_env, monkeypatch, kdd99):
+    from ebmops.audit import verify
+    from ebmops.demo import drift_scenario
+    from ebmops.localnodes import start_nodes
+    from ebmops.replay import Replayer
+    from ebmops.settings import get_settings, load_settings
+    from ebmops.steps.sync import regions_status
+    from flows.sync import sync
+    from flows.train import train
+    from registry import ModelRegistry
+
+    for k, v in {"EBMOPS_SYNC__SIGNING_KEY": "h" * 40, "EBMOPS_SERVING__BASE_PORT": str(_free_base_port(1)),
+                 "EBMOPS_DATA__REGIONS": f'["{REGION}"]', "EBMOPS_ROLLOUT__STEPS": "[0.5, 1.0]",
+                 "EBMOPS_ROLLOUT__HOTFIX__BAKE_S": "2", "EBMOPS_ROLLOUT__ONCALL_ROSTER": '["oncall"]'}.items():
+        monkeypatch.setenv(k, v)
+    get_settings.cache_clear()
+    settings = load_settings()
+    first = train(epochs=4, progress=False, run_gate=False)
+    reg = ModelRegistry.from_settings(settings)
+    reg.set_alias("champion", first["version"])
+    sync(version=first["version"])
+    x = kdd99.features_array()
+    with start_nodes(settings, wait_ready=True) as nodes:
+        with Replayer({REGION: nodes.nodes[REGION].url}, x, batch=32, rate=40) as replay:
+            time.sleep(3)
+            out = drift_scenario(settings, replay, region=REGION, approver="oncall")
+            assert replay.traffic[REGION].errors == 0, replay.traffic[REGION].last_error
+        assert out["breach_detected_s"] is not None and out["delta"] >= settings.drift.hotfix_delta
+        fix = out["hotfix_version"]
+        assert fix and fix != first["version"] and out["mode"] == "recalibrate"
+        status = regions_status(settings)
+        assert status["regions"][REGION]["served_stable"] == fix, status
+    assert reg.get_by_alias(f"prod-{REGION}").version == fix
+    assert reg.get_by_alias("champion").version == first["version"]  # a hotfix of one region is no champion
+    store = open_store(settings)
+    hf = store.list_hotfixes(model_name=settings.registry.model_name, region=REGION)[0]
+    assert hf.status == "succeeded" and hf.new_version == fix and len(hf.timeline) >= 5
+    kinds = [e.kind for e in store.list_audit(limit=200)]
+    assert "drift_breach" in kinds and "hotfix" in kinds and verify(store).ok
+    drift = store.list_drift(model_name=settings.registry.model_name, region=REGION)
+    assert any(o.level == "hotfix" for o in drift)
+    get_settings.cache_clear()
