@@ -16,7 +16,6 @@ Run: ``make bench`` or ``.venv/bin/python bench/drift_bench.py``.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,7 +34,8 @@ def test_drift_to_hotfix_serving(benchmark, tmp_path):
     from ebmops.demo import DEMO_ENV, drift_scenario
     from ebmops.localnodes import start_nodes
     from ebmops.replay import Replayer
-    from ebmops.settings import get_settings, load_settings
+    from ebmops.runtime import env_overrides
+    from ebmops.settings import load_settings
     from flows.sync import sync as sync_flow
     from flows.train import train as train_flow
     from registry import ModelRegistry
@@ -47,10 +47,7 @@ def test_drift_to_hotfix_serving(benchmark, tmp_path):
         (home / "data" / "kdd99.parquet").symlink_to(cached)
     env = {**DEMO_ENV, "EBMOPS_HOME": str(home), "EBMOPS_SYNC__SIGNING_KEY": h.SIGNING_SECRET,
            "EBMOPS_SERVING__BASE_PORT": str(h.free_port()), "EBMOPS_DATA__REGIONS": f'["{REGION}"]'}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    try:
+    with env_overrides(env):
         settings = load_settings()
         res = train_flow(progress=False, run_gate=False)
         ModelRegistry.from_settings(settings).set_alias("champion", res["version"])
@@ -80,10 +77,6 @@ def test_drift_to_hotfix_serving(benchmark, tmp_path):
                "replay_errors": errors, "timeline": out["timeline"]}
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-        get_settings.cache_clear()
 
 
 if __name__ == "__main__":

@@ -14,8 +14,6 @@ Run: ``make bench`` or ``.venv/bin/python bench/gate_bench.py``. The default mod
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -29,6 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `gates` is a top-level package of the repo
     sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "bench"))
+import harness  # noqa: E402
 from drift.delta import energy_shift  # noqa: E402
 from ebmops.settings import GateSettings, TrainingSettings  # noqa: E402
 from gates.latency import benchmark_models  # noqa: E402
@@ -87,16 +87,6 @@ def _default_artifacts(d: Path) -> tuple[dict[str, Path], str, list[int]]:
             layers.append(torch.nn.Linear(width, 1))
             torch.jit.save(torch.jit.script(torch.nn.Sequential(*layers).eval()), str(p))
         return paths, "stand-in MLP (training.model not available)", hidden
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # ---- drift -------------------------------------------------------------------------------------------------
@@ -169,15 +159,10 @@ def _write_results():
     yield
     if not {"energy_shift", "scipy_wasserstein", "latency"} <= _results.keys():
         return  # a partial run (-k) does not overwrite the kept figures
-    import torch
-
     es, sp = _results["energy_shift"], _results["scipy_wasserstein"]
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
     doc = {
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpu_model": _cpu_model(),
-                    "cores": os.cpu_count(), "torch": torch.__version__, "numpy": np.__version__,
-                    "load_average_1_5_15": load},
+        "machine": harness.machine(),
         "latency": _results["latency"],
         "drift": {"energy_shift_1M_s": es["median_s"], "energy_shift_1M_vs_500k_s": es["unequal_sizes_1M_vs_500k_s"],
                   "scipy_wasserstein_1M_s": sp["median_s"], "speedup_vs_scipy": sp["median_s"] / es["median_s"],

@@ -12,7 +12,6 @@ import platform
 import signal
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -146,19 +145,10 @@ def log_tail(path: Path, n: int = 3000) -> str:
 def wait_until(check: Callable[[], bool], timeout_s: float, what: str, proc: subprocess.Popen | None = None,
                log_path: Path | None = None, interval_s: float = 0.1) -> float:
     """Poll ``check`` until true; returns the seconds waited. Fails early when ``proc`` exits."""
-    t0 = time.perf_counter()
-    while True:
-        try:
-            if check():
-                return time.perf_counter() - t0
-        except Exception:  # noqa: BLE001 - not up yet
-            pass
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what}: the process exited with {proc.returncode}:\n"
-                               f"{log_tail(log_path) if log_path else ''}")
-        if time.perf_counter() - t0 > timeout_s:
-            raise TimeoutError(f"{what}: not within {timeout_s:.0f} s\n{log_tail(log_path) if log_path else ''}")
-        time.sleep(interval_s)
+    from ebmops.waiting import wait_until as wait
+
+    return wait(check, timeout_s=timeout_s, what=what, proc=proc, log_path=log_path, interval_s=interval_s,
+                error=RuntimeError)
 
 
 def http_status(url: str, method: str = "GET", timeout: float = 2.0) -> int:

@@ -14,7 +14,6 @@ Run: ``make bench`` or ``.venv/bin/python bench/rollout_bench.py``.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
 import time
@@ -35,7 +34,8 @@ STEPS = [0.05, 0.25, 0.5, 1.0]
 def fleet(tmp_path_factory):
     from ebmops.localnodes import start_nodes
     from ebmops.replay import Replayer
-    from ebmops.settings import get_settings, load_settings
+    from ebmops.runtime import env_overrides
+    from ebmops.settings import load_settings
     from ebmops.steps import sync as sync_steps
     from registry import ModelRegistry
 
@@ -44,11 +44,8 @@ def fleet(tmp_path_factory):
     env = {"EBMOPS_HOME": str(home), "EBMOPS_SYNC__SIGNING_KEY": h.SIGNING_SECRET,
            "EBMOPS_SERVING__BASE_PORT": str(base), "EBMOPS_SERVING__POLL_INTERVAL_S": "60",
            "EBMOPS_ROLLOUT__ONCALL_ROSTER": '["bench"]'}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    settings = load_settings()
-    try:
+    with env_overrides(env):
+        settings = load_settings()
         from ebmops.data import load_dataset
 
         try:
@@ -66,10 +63,6 @@ def fleet(tmp_path_factory):
         with start_nodes(settings, wait_ready=True) as nodes:
             with Replayer({r: n.url for r, n in nodes.nodes.items()}, x, batch=16, rate=30):
                 yield {"settings": settings, "versions": versions}
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-        get_settings.cache_clear()
 
 
 _results: dict = {}

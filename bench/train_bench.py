@@ -19,8 +19,6 @@ default ``./.ebmops``) and fetched with pip on first use. Writes ``bench/results
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import sys
 from datetime import datetime, timezone
@@ -30,6 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `training` is a top-level package of the repo
     sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "bench"))
+import harness as h  # noqa: E402
 import torch  # noqa: E402
 
 from ebmops.data import load_dataset  # noqa: E402
@@ -45,22 +45,10 @@ FIGURES = ("ebm_auroc", "ebm_ap", "iforest_auroc", "iforest_ap", "train_seconds"
            "recall_at_threshold")
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine(threads_setting: int) -> dict:
-    return {"platform": platform.platform(), "python": platform.python_version(), "cpu_model": cpu_model(),
-            "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads_default": torch.get_num_threads(),
-            "training_threads": threads_setting or torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+    return h.machine(torch_threads_default=torch.get_num_threads(),
+                     training_threads=threads_setting or torch.get_num_threads(),
+                     cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
 
 
 def run_benchmark(seeds=SEEDS) -> dict:

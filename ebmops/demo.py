@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import numpy as np
@@ -32,20 +31,6 @@ DEMO_ENV = {
     "EBMOPS_ROLLOUT__HOTFIX__BAKE_S": "3",
     "EBMOPS_SERVING__POLL_INTERVAL_S": "5",
 }
-
-
-@contextmanager
-def _env(**kv):
-    old = {k: os.environ.get(k) for k in kv}
-    os.environ.update({k: str(v) for k, v in kv.items()})
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _settings():
@@ -79,7 +64,7 @@ def run_demo(*, bench_out: str | None = None) -> dict:
         console.print("[yellow]no signing key set: the demo signs bundles with the public development key "
                       "(sync.dev_mode); set EBMOPS_SYNC__SIGNING_KEY in production[/yellow]")
     s = _settings()
-    from ebmops.runtime import prepare_environment
+    from ebmops.runtime import env_overrides, prepare_environment
 
     prepare_environment(s)
     from ebmops.cli.gate import print_gate
@@ -132,7 +117,7 @@ def run_demo(*, bench_out: str | None = None) -> dict:
             _traffic_table(replay, "traffic during the rollout")
 
             console.rule("4. a deliberately bad candidate: its threshold flags most events")
-            with _env(EBMOPS_TRAINING__THRESHOLD_QUANTILE="0.05"):
+            with env_overrides({"EBMOPS_TRAINING__THRESHOLD_QUANTILE": "0.05"}):
                 res3 = train_flow(seed=s.training.seed + 2, progress=False, run_gate=False)
             v3 = res3["version"]
             console.print(f"v{v3}: threshold {res3['threshold']:.4g} (the 5 % quantile of its calibration energies)")

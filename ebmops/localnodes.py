@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 
 from ebmops.errors import EbmopsError
 from ebmops.settings import Settings
+from ebmops.waiting import wait_until
 
 
 class NodeStartError(EbmopsError):
@@ -87,20 +88,9 @@ def start_nodes(settings: Settings, regions: Sequence[str] | None = None, *, wai
         deadline = time.monotonic() + timeout_s
         with httpx.Client(timeout=1.0) as client:
             for n in nodes.nodes.values():
-                while True:
-                    if n.process.poll() is not None:
-                        tail = n.log_path.read_text(errors="replace")[-2000:]
-                        raise NodeStartError(f"node {n.region} exited with code {n.process.returncode}; "
-                                             f"its log ({n.log_path}) ends with:\n{tail}")
-                    try:
-                        if client.get(n.url + path).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    if time.monotonic() > deadline:
-                        raise NodeStartError(f"node {n.region} did not answer {n.url}{path} within {timeout_s:.0f} s; "
-                                             f"see {n.log_path}")
-                    time.sleep(0.1)
+                wait_until(lambda: client.get(n.url + path).status_code == 200,
+                           timeout_s=max(0.1, deadline - time.monotonic()), what=f"node {n.region} ({n.url}{path})",
+                           proc=n.process, log_path=n.log_path, error=NodeStartError)
     except BaseException:
         nodes.stop()
         raise

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
+from typing import Iterator, Mapping
 
 from ebmops.settings import Settings
 
@@ -32,3 +34,23 @@ def prepare_environment(settings: Settings) -> None:
     settings.home.mkdir(parents=True, exist_ok=True)
     for noisy in ("alembic", "mlflow", "great_expectations", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@contextmanager
+def env_overrides(values: Mapping[str, object]) -> Iterator[None]:
+    """Set environment variables for the block and restore them after; settings are re-read on both
+    sides (``get_settings`` caches them). For the demo's acts, benchmarks and tests."""
+    from ebmops.settings import get_settings
+
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: str(v) for k, v in values.items()})
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        get_settings.cache_clear()

@@ -32,6 +32,7 @@ from typing import Callable, Sequence
 
 from ebmops.errors import EbmopsError
 from ebmops.settings import Settings
+from ebmops.waiting import wait_until
 
 # Environment every started process gets unless the user exported otherwise (see FACTS: the
 # MLflow job runner would start about ten extra processes and 2 GB).
@@ -384,21 +385,12 @@ def _wait_worker(api: str, pool: str, proc: subprocess.Popen, svc: Service, time
     """Wait until the worker has registered with its pool (its first heartbeat)."""
     import httpx
 
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if proc.poll() is not None:
-            raise StackError(f"the worker exited with code {proc.returncode}; its log ({svc.log}) ends with:\n"
-                             f"{_log_tail(svc)}")
-        try:
-            r = httpx.post(f"{api}/work_pools/{pool}/workers/filter", json={}, timeout=5)
-            if r.status_code == 200 and r.json():
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise StackError(f"the worker did not register with pool {pool!r} within {timeout_s:.0f} s; "
-                             f"see {svc.log}")
-        time.sleep(0.5)
+    def registered() -> bool:
+        r = httpx.post(f"{api}/work_pools/{pool}/workers/filter", json={}, timeout=5)
+        return r.status_code == 200 and bool(r.json())
+
+    wait_until(registered, timeout_s=timeout_s, what=f"the worker of pool {pool!r}", proc=proc, log_path=svc.log,
+               interval_s=0.5, error=StackError)
 
 
 def _preflight(settings: Settings, sdir: Path, ports: list[tuple[str, str, int]]) -> list[str]:

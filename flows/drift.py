@@ -37,15 +37,9 @@ def drift_monitor(regions: list[str] | None = None) -> dict:
     breaches = decide_task(settings, store, observations)
     for b in breaches:
         b["report"] = report_task(settings, b)
-        store.append_audit("drift_breach", model=b["model"], version=b["version"], region=b["region"],
-                           actor="ebmops-drift-monitor",
-                           payload={"delta": b["delta"], "reference": b["reference_kind"], "report": b["report"],
-                                    "hotfix": b["start_hotfix"], "decision": b["decision"]})
+        steps.record_breach(store, b)
         if b["start_hotfix"]:
-            emit_event(event=steps.BREACH_EVENT, resource={"prefect.resource.id": f"ebmops.model.{b['model']}",
-                                                           "ebmops.region": b["region"]},
-                       payload={"region": b["region"], "model": b["model"], "version": b["version"],
-                                "delta": b["delta"], "report": b["report"]})
+            emit_event(**steps.breach_event(b))
             log.warning("drift breach in %s: v%s Δ=%.3f -> %s emitted", b["region"], b["version"], b["delta"],
                         steps.BREACH_EVENT)
         else:

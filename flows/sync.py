@@ -54,19 +54,17 @@ def _reconcile(settings, regions, wait_s, reason) -> dict:
     log = get_run_logger()
     store = open_store(settings)
     plan = plan_task(settings, regions, store)
-    by_version: dict[str, list[str]] = {}
     for region, r in plan["repairs"].items():
         log.warning("%s: %s -> republishing v%s", region, r["problem"], r["version"])
-        by_version.setdefault(r["version"], []).append(region)
     for region, why in plan["skipped"].items():
         log.info("%s: skipped (%s)", region, why)
     repaired = {}
-    for version, rs in by_version.items():
+    for version, rs in plan["by_version"].items():
         bundle = prepare_task(settings, version)
         out = publish_task(settings, bundle, rs, updated_by=f"ebmops-sync:{reason}:reconcile", repair=True)
         out["nodes"] = notify_task(settings, rs, version, wait_s=wait_s)
         repaired.update({r: version for r in rs})
-    if not by_version:
+    if not plan["by_version"]:
         log.info("every region matches the registry: %s", plan["ok"])
     return {"reconcile": True, "reason": reason, "repaired": repaired, "ok": plan["ok"], "skipped": plan["skipped"],
             "problems": {r: p["problem"] for r, p in plan["repairs"].items()}}

@@ -408,11 +408,13 @@ class ModelRegistry:
             mlmodel = yaml.safe_load(Path(local).read_text())
         return dict(mlmodel.get("metadata") or {})
 
-    def load_torchscript(self, version: int | str):
-        """The version's TorchScript module (``torch.jit.ScriptModule``), loaded on CPU."""
-        import torch
+    def download_torchscript(self, version: int | str, dst: str | Path) -> Path:
+        """The version's TorchScript file, byte for byte as logged, at ``dst`` (written atomically)."""
+        import shutil
+
         import yaml
 
+        dst = Path(dst)
         with tempfile.TemporaryDirectory(prefix="ebmops-model-") as tmp:
             local = self.download_model(version, tmp)
             mlmodel = yaml.safe_load((local / "MLmodel").read_text())
@@ -421,4 +423,16 @@ class ModelRegistry:
             if not path.is_file():
                 raise RegistryError(f"version {version} of {self.model_name!r} holds no TorchScript file at "
                                     f"{data}/model.pth; it was not logged by log_training_run")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            partial = dst.with_name(dst.name + ".partial")
+            shutil.copyfile(path, partial)
+            partial.replace(dst)
+        return dst
+
+    def load_torchscript(self, version: int | str):
+        """The version's TorchScript module (``torch.jit.ScriptModule``), loaded on CPU."""
+        import torch
+
+        with tempfile.TemporaryDirectory(prefix="ebmops-model-") as tmp:
+            path = self.download_torchscript(version, Path(tmp) / "model.pth")
             return torch.jit.load(str(path), map_location="cpu")

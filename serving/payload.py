@@ -9,9 +9,10 @@ Accepted body::
 Every refusal is an ``InputError`` naming the field (``events``, ``events[3]``,
 ``events[0].src_bytes``, ``events[2][5]``, ``keys[7]``) and what to send instead. Values must be
 JSON numbers that are finite in float32: strings (even "1.5" or "nan"), booleans and nulls are
-refused rather than guessed at. The common case, a list of equal-length number lists, is
-converted by numpy in one call (see ``_fast_matrix``); anything else takes a per-value path that
-finds the exact field.
+refused rather than guessed at. The commonest body, ``{"events": [[numbers...], ...]}``, is read
+by simdjson straight into a float buffer (``_simd_matrix``); a list of equal-length number lists
+with keys by numpy in one call (``_fast_matrix``); anything else takes a per-value path that finds
+the exact field.
 
 High-throughput clients may instead send ``Content-Type: application/x-ebmops-f32`` (``F32``):
 the body is the events as little-endian float32, row-major, one row of ``len(schema)`` values in
@@ -22,14 +23,13 @@ style as the JSON path; ``parse_request`` picks the parser from the content type
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from itertools import chain
-from typing import Any, Sequence
-
 import threading
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 import orjson
+import simdjson
 
 ALLOWED_FIELDS = ("events", "keys")
 F32 = "application/x-ebmops-f32"  # the binary /score body (and, on request, answer) media type
@@ -185,21 +185,11 @@ def _parse_keys(keys: Any, n: int) -> list[str | None] | None:
 def _fast_matrix(raw: bytes, events: list, width: int) -> np.ndarray | None:
     """float32 [n, width] for a list of equal-length number lists; None sends the caller to the slow path.
 
-    numpy would quietly turn true into 1.0, null into nan and "1.5" into 1.5, so values are only
-    converted without a type check when the raw bytes rule those out: a body whose only string is
-    its one key (exactly two ``"``) holds no strings, and one without an ``a`` or ``u`` byte holds
-    no true, false or null (memchr scans, microseconds). Otherwise numpy guesses the dtype, which
-    rules out strings and nulls, and the bytes are searched for booleans.
+    The commonest body (numbers only) was already read by ``_simd_matrix``; what reaches here holds
+    event keys or odd values. numpy would quietly turn true into 1.0, null into nan and "1.5" into
+    1.5, so numpy guesses the dtype, which rules out strings and nulls, and the bytes are searched
+    for booleans.
     """
-    n = len(events)
-    if _numbers_only(raw):  # then every event is a list or a number: len() refuses numbers
-        try:
-            if set(map(len, events)) != {width}:
-                return None
-            with np.errstate(over="ignore"):
-                return np.fromiter(chain.from_iterable(events), dtype=np.float32, count=n * width).reshape(n, width)
-        except (ValueError, TypeError, OverflowError):  # a number event, a nested list, an int beyond doubles
-            return None
     if set(map(type, events)) != {list} or set(map(len, events)) != {width}:
         return None
     if b"true" in raw or b"false" in raw:
@@ -214,11 +204,7 @@ def _fast_matrix(raw: bytes, events: list, width: int) -> np.ndarray | None:
         return arr.astype(np.float32)
 
 
-try:  # simdjson turns a JSON array of numbers into a float64 buffer without a Python float per value
-    import simdjson as _simdjson
-except ImportError:  # pragma: no cover - a dependency; the orjson path below is complete without it
-    _simdjson = None
-_parsers = threading.local()
+_parsers = threading.local()  # one simdjson parser per thread: a parser serves one document at a time
 
 
 def _simd_matrix(raw: bytes, width: int, max_events: int) -> np.ndarray | None:
@@ -226,15 +212,15 @@ def _simd_matrix(raw: bytes, width: int, max_events: int) -> np.ndarray | None:
     parsed by simdjson; None for anything else (keys, named features, bad input), which the full
     path then parses and, when wrong, answers naming the field. Only bodies holding no string but
     their one key and no true/false/null get here (``_numbers_only``), so a number is all it can see."""
-    if _simdjson is None or not _numbers_only(raw):
+    if not _numbers_only(raw):
         return None
     parser = getattr(_parsers, "p", None)
     if parser is None:
-        parser = _parsers.p = _simdjson.Parser()
+        parser = _parsers.p = simdjson.Parser()
     doc = events = None
     try:
         doc = parser.parse(raw)
-        if not isinstance(doc, _simdjson.Object) or len(doc) != 1:
+        if not isinstance(doc, simdjson.Object) or len(doc) != 1:
             return None
         events = doc["events"]
         n = len(events)

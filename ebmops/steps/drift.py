@@ -177,6 +177,23 @@ def hotfix_candidates(settings: Settings, store, observations: list[dict], *,
     return out
 
 
+def record_breach(store, breach: dict) -> None:
+    """The breach in the audit log: Δ, its reference, the report, and whether a hotfix starts (and why not)."""
+    store.append_audit("drift_breach", model=breach["model"], version=breach["version"], region=breach["region"],
+                       actor="ebmops-drift-monitor",
+                       payload={"delta": breach["delta"], "reference": breach["reference_kind"],
+                                "report": breach.get("report"), "hotfix": breach["start_hotfix"],
+                                "decision": breach["decision"]})
+
+
+def breach_event(breach: dict) -> dict:
+    """The ``ebmops.drift.breached`` event's fields (the hotfix deployment's trigger reads the payload)."""
+    return {"event": BREACH_EVENT,
+            "resource": {"prefect.resource.id": f"ebmops.model.{breach['model']}", "ebmops.region": breach["region"]},
+            "payload": {"region": breach["region"], "model": breach["model"], "version": breach["version"],
+                        "delta": breach["delta"], "report": breach.get("report")}}
+
+
 # ---- hotfix ------------------------------------------------------------------------------------
 class HotfixStopped(EbmopsError):
     """The hotfix stopped before serving a new version (its reason is recorded)."""

@@ -48,7 +48,6 @@ def _registry(settings: Settings):
 
 def resolve(settings: Settings, version: str | None) -> GateSubjects:
     """The candidate (a version, an @alias, or the challenger) and the champion, fetched locally."""
-    import torch
 
     reg = _registry(settings)
     cand = reg.resolve(version or f"@{CHALLENGER_ALIAS}")
@@ -59,9 +58,7 @@ def resolve(settings: Settings, version: str | None) -> GateSubjects:
     workdir.mkdir(parents=True, exist_ok=True)
 
     def fetch(info, name) -> Path:
-        path = workdir / f"{name}-v{info.version}.pt"
-        torch.jit.save(reg.load_torchscript(info.version), str(path))
-        return path
+        return reg.download_torchscript(info.version, workdir / f"{name}-v{info.version}.pt")
 
     calib_path = reg.download_artifact(cand.version, "calibration_energies.npy", workdir)
     try:

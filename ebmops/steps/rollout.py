@@ -21,7 +21,7 @@ import numpy as np
 from canary.controller import Decision, RolloutController, VersionSamples
 from canary.phases import Phase, TransitionRefused, is_terminal
 from canary.plan import RolloutPlan
-from ebmops.errors import ConfigError, EbmopsError
+from ebmops.errors import EbmopsError
 from ebmops.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,16 +46,23 @@ class RegionTraffic:
     reload_timeout_s: float = 30.0
     _bundles: dict = field(default_factory=dict)
     _gauges: dict = field(default_factory=dict)
+    _stores: dict = field(default_factory=dict)
+    _signing_key: object = None
 
     def _store(self, region: str):
-        from registry.objectstore.factory import store_for_region
+        """One store per region for the controller's life: an S3 store holds a boto3 client (slow to build)."""
+        if region not in self._stores:
+            from registry.objectstore.factory import store_for_region
 
-        return store_for_region(self.settings, region)
+            self._stores[region] = store_for_region(self.settings, region)
+        return self._stores[region]
 
     def _key(self):
-        from registry.signing import signing_key
+        if self._signing_key is None:
+            from registry.signing import signing_key
 
-        return signing_key(self.settings)
+            self._signing_key = signing_key(self.settings)
+        return self._signing_key
 
     def prepare(self, region: str, version: str) -> None:
         from ebmops.steps.sync import prepare

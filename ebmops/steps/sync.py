@@ -81,15 +81,7 @@ def prepare(settings: Settings, version: str | None) -> SyncBundle:
     out_dir = settings.home / "sync" / f"v{info.version}"
     model_file = out_dir / "model.pt"
     if not model_file.is_file():
-        tmp = out_dir.with_name(out_dir.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        local = reg.download_model(info.version, tmp)
-        found = sorted(local.rglob("model.pth"))
-        if not found:
-            raise ConfigError(f"version {info.version} holds no TorchScript model.pth; it cannot be served")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(found[0]), model_file)
-        shutil.rmtree(tmp, ignore_errors=True)
+        reg.download_torchscript(info.version, model_file)
     calibration = out_dir / "calibration.npy"
     if not calibration.is_file():
         try:  # the node's live energy-shift gauge compares with these (role "calibration" in the bundle)
@@ -328,4 +320,7 @@ def reconcile_plan(settings: Settings, regions: Sequence[str] | None = None, sto
             repairs[region] = {"version": wanted.version, "problem": problem}
         else:
             ok[region] = wanted.version
-    return {"repairs": repairs, "ok": ok, "skipped": skipped}
+    by_version: dict[str, list[str]] = {}
+    for region, r in repairs.items():
+        by_version.setdefault(r["version"], []).append(region)
+    return {"repairs": repairs, "by_version": by_version, "ok": ok, "skipped": skipped}

@@ -239,3 +239,24 @@ def test_a_hotfix_rollout_never_moves_the_champion(store, tmp_path):
     assert final.phase == "promoted" and "a hotfix" in final.message
     assert aliases.aliases[CHAMPION] == "1" and PREVIOUS_CHAMPION not in aliases.aliases
     assert all(aliases.aliases[f"prod-{r}"] == "2" for r in REGIONS)
+
+
+def test_store_approvals_receive_a_cli_decision_and_refuse_names_off_the_roster(store, tmp_path, monkeypatch):
+    """``ebmops approve`` without a Prefect server: the decision goes through the state store."""
+    from ebmops.steps.rollout import NotOnRoster, StoreApprovals, decide
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    settings = load_settings(home=tmp_path / "home")
+    rid = _rollout(store, _plan(tmp_path))
+    for phase in ("progressing", "analysing", "awaiting_approval"):
+        store.update_region(rid, "us-east", phase=phase,
+                            **({"awaiting_since": datetime.now(timezone.utc)} if phase == "awaiting_approval" else {}))
+    store.update_rollout_phase(rid, "progressing")
+    with pytest.raises(NotOnRoster):
+        decide(settings, store, rid, approve=True, actor="mallory")
+    out = decide(settings, store, rid, approve=False, actor="bob", comment="not today")
+    assert out == {"rollout": rid, "region": "us-east", "decision": "reject", "actor": "bob", "via": "state-store"}
+    got = StoreApprovals(store, poll_s=0.01).wait(rid, "us-east", 0, summary="", roster=["alice", "bob"],
+                                                  deadline=datetime.now(timezone.utc) + timedelta(seconds=5))
+    assert got == Decision(approve=False, actor="bob", comment="not today", recorded=True)
+    assert [(d.actor, d.accepted) for d in store.list_decisions(rid)] == [("mallory", False), ("bob", True)]

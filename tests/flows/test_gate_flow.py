@@ -6,7 +6,6 @@ the energy-drift check."""
 
 import json
 
-import pandas as pd
 import pytest
 
 from ebmops.state import open_store

@@ -44,6 +44,7 @@ def _wait(pred, timeout=180, what="condition"):
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, data_home, kdd99):
     from ebmops.localnodes import start_nodes
+    from ebmops.runtime import env_overrides
     from ebmops.replay import Replayer
     from registry import ModelRegistry
     from tests.servers import prefect_server_process
@@ -59,10 +60,8 @@ def stack(tmp_path_factory, data_home, kdd99):
                "EBMOPS_ROLLOUT__BAKE_S": "3", "EBMOPS_ROLLOUT__ONCALL_ROSTER": '["oncall", "alice"]',
                "EBMOPS_ROLLOUT__APPROVAL_TIMEOUT_S": "300", "COLUMNS": "200"}
         env.pop("EBMOPS_CONFIG", None)
-        old = {k: os.environ.get(k) for k in env}
-        os.environ.update({k: env[k] for k in env if k.startswith("EBMOPS_")})
-        settings = load_settings()
-        try:
+        with env_overrides({k: v for k, v in env.items() if k.startswith("EBMOPS_")}):
+            settings = load_settings()
             v1 = json.loads(_cli(env, "train", "--epochs", "2", "--no-gate", "--json").stdout)["version"]
             ModelRegistry.from_settings(settings).set_alias("champion", v1)
             _cli(env, "sync", v1, "--wait", "0")
@@ -76,12 +75,6 @@ def stack(tmp_path_factory, data_home, kdd99):
                 with Replayer(urls, x, batch=32, rate=40) as replay:
                     yield {"env": env, "settings": settings, "v1": v1, "v2": v2, "v3": v3, "replay": replay,
                            "nodes": nodes}
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
 
 
 def test_rollout_with_prefect_approval_kill_and_resume(stack):

@@ -207,3 +207,18 @@ def test_download_artifact_returns_the_logged_file(store, tmp_path):
     assert got.read_text() == "1 2 3\n"
     with pytest.raises(RegistryError, match="no artifact 'nope.npy'|nope.npy"):
         reg.download_artifact(v.version, "nope.npy", tmp_path / "dl2")
+
+
+def test_download_torchscript_returns_the_logged_file_byte_for_byte(store, tmp_path):
+    reg = store.registry()
+    run = store.runs[0]
+    v = reg.register(run.run_id)
+    got = reg.download_torchscript(v.version, tmp_path / "sync" / "model.pt")
+    assert got == tmp_path / "sync" / "model.pt"
+    stored = {p.read_bytes() for p in store.artifact_root.rglob("model.pth")}
+    assert got.read_bytes() in stored  # the artifact MLflow keeps, as is
+    again = reg.download_torchscript(v.version, tmp_path / "again.pt")
+    assert again.read_bytes() == got.read_bytes()  # so every publish of a version hashes to the same blob
+    assert not list((tmp_path / "sync").glob("*.partial"))
+    x = torch.from_numpy(np.random.default_rng(3).random((16, len(FEATURES)), dtype=np.float32))
+    assert torch.equal(torch.jit.load(str(got))(x), torch.jit.load(str(run.scripted_path))(x))

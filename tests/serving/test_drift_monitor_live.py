@@ -26,7 +26,6 @@ def test_monitor_levels_and_hotfix_decisions_on_a_live_node(store, key, tmp_path
                                  data={"regions": [REGION]}, drift={"min_events": 50})
         state = open_store(settings)
         cache = {"1": calibration}  # the version's calibration energies (MLflow's artifact in production)
-        iqr = np.subtract(*np.quantile(calibration, [0.75, 0.25]))
 
         def observe(x):
             assert n.score(x).status_code == 200  # fills the node's stats window (2048) with this traffic
