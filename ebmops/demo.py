@@ -149,7 +149,7 @@ def run_demo(*, bench_out: str | None = None) -> dict:
 
 def drift_scenario(settings, replay, *, region: str, approver: str) -> dict:
     """Shift ``region``'s traffic, run the monitor until it breaches, run the hotfix, time each step."""
-    from flows.drift import drift_monitor
+    from flows.drift_monitor import drift_monitor
     from flows.hotfix import hotfix
 
     # the drift: the region now sees a different slice of real traffic (connections whose most

@@ -53,9 +53,9 @@ def _deployments() -> dict[str, dict]:
 
 
 def _flow_of(entrypoint: str):
-    path, func = entrypoint.split(":")
-    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
-    return getattr(module, func)
+    from prefect.flows import load_flow_from_entrypoint
+
+    return load_flow_from_entrypoint(entrypoint)  # how the worker loads it
 
 
 def _shell_commands(script: str) -> list[list[str]]:
@@ -186,15 +186,15 @@ def test_prefect_cli_options_the_workflows_use_exist():
 # ---- prefect.yaml ---------------------------------------------------------------------------------
 
 EXPECTED = {
-    "train-local": ("flows/train.py:train", "local"),
-    "train-nightly": ("flows/train.py:train", "local"),
-    "train-gpu": ("flows/train.py:train", "gpu"),
-    "gate": ("flows/gate.py:gate", "local"),
-    "rollout": ("flows/rollout.py:rollout", "local"),
-    "sync-daily": ("flows/sync.py:sync", "local"),
-    "sync": ("flows/sync.py:sync", "local"),
-    "drift-monitor": ("flows/drift.py:drift_monitor", "local"),
-    "hotfix": ("flows/hotfix.py:hotfix", "local"),
+    "train-local": ("flows.train:train", "local"),
+    "train-nightly": ("flows.train:train", "local"),
+    "train-gpu": ("flows.train:train", "gpu"),
+    "gate": ("flows.gate:gate", "local"),
+    "rollout": ("flows.rollout:rollout", "local"),
+    "sync-daily": ("flows.sync:sync", "local"),
+    "sync": ("flows.sync:sync", "local"),
+    "drift-monitor": ("flows.drift_monitor:drift_monitor", "local"),
+    "hotfix": ("flows.hotfix:hotfix", "local"),
 }
 
 
@@ -281,6 +281,41 @@ def test_gpu_template_has_gpu_limits_node_selector_and_tolerations():
     assert set(job_vars) <= set(variables)
     schema = {k: v for k, v in tpl["variables"].items()}
     jsonschema.validate(job_vars, schema)
+
+
+def test_train_gpu_renders_to_a_job_that_kubernetes_accepts(prefect_server):
+    """The Job the `gpu` pool's worker would submit for a train-gpu run: the pool's base job template
+    rendered with the deployment's job variables by prefect-kubernetes itself, then the flow run's
+    additions (engine command, run labels, env); validated offline against the Kubernetes 1.37
+    schemas, strictly (an unknown field is an error, as the API server's strict decoding makes it)."""
+    import asyncio
+    import uuid
+
+    import kubernetes_validate
+    from prefect.client.schemas.objects import FlowRun
+    from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
+
+    dep = _deployments()["train-gpu"]
+    tpl = json.loads(GPU_TEMPLATE.read_text())
+    cfg = asyncio.run(KubernetesWorkerJobConfiguration.from_template_and_values(
+        tpl, dep["work_pool"]["job_variables"]))
+    run = FlowRun(flow_id=uuid.uuid4(), name="nightly-otter", deployment_id=uuid.uuid4())
+    cfg.prepare_for_flow_run(flow_run=run)
+    job = cfg.job_manifest
+    kubernetes_validate.validate(job, "1.37.0", strict=True)
+    assert job["kind"] == "Job" and job["metadata"]["generateName"] == "nightly-otter-"
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["args"] == ["prefect", "flow-run", "execute"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["PREFECT__FLOW_RUN_ID"] == str(run.id) and env["EBMOPS_TRAINING__DEVICE"] == "auto"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    # and the validator is strict: a pod-level field the schema does not know is refused
+    pod["completions"] = 1
+    with pytest.raises(kubernetes_validate.ValidationError, match="completions"):
+        kubernetes_validate.validate(job, "1.37.0", strict=True)
 
 
 # ---- ebmops up / down ---------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ def check(region: Optional[List[str]] = typer.Option(None, "--region", "-r", hel
     """Run the drift-monitor flow now: Δ per region, breaches emitted as ebmops.drift.breached."""
     s = context.settings()
     from ebmops.steps.sync import check_regions
-    from flows.drift import drift_monitor
+    from flows.drift_monitor import drift_monitor
 
     check_regions(s, region)
     out = drift_monitor(regions=region or None)
