@@ -2,7 +2,7 @@
 
 A real kdd99 model (the train flow), published to a local region store and served by a real
 ``ebmops node`` on loopback, with kdd99 events replayed to it (32-event requests, 40 requests/s).
-Then the region's traffic drifts (a different slice of real connections, ``ebmops.demo``'s
+Then the region's traffic drifts (a different slice of real connections, ``ebmops.tools.demo``'s
 scenario): the drift-monitor flow runs every 2 s until it reports the breach, and the hotfix flow
 recalibrates on the region's recent events, gates and rolls out with the hotfix plan (3 s bakes,
 auto-approved). Measured from the first drifted event: breach detected, hotfix serving.
@@ -31,11 +31,11 @@ DAILY_S = 86400.0
 
 
 def test_drift_to_hotfix_serving(benchmark, tmp_path):
-    from ebmops.demo import DEMO_ENV, drift_scenario
-    from ebmops.localnodes import start_nodes
-    from ebmops.replay import Replayer
-    from ebmops.runtime import env_overrides
-    from ebmops.settings import load_settings
+    from ebmops.tools.demo import DEMO_ENV, drift_scenario
+    from ebmops.tools.localnodes import start_nodes
+    from ebmops.tools.replay import Replayer
+    from ebmops.core.runtime import env_overrides
+    from ebmops.core.settings import load_settings
     from flows.sync import sync as sync_flow
     from flows.train import train as train_flow
     from registry import ModelRegistry
@@ -52,7 +52,7 @@ def test_drift_to_hotfix_serving(benchmark, tmp_path):
         res = train_flow(progress=False, run_gate=False)
         ModelRegistry.from_settings(settings).set_alias("champion", res["version"])
         sync_flow(version=res["version"])
-        from ebmops.data import load_dataset
+        from ebmops.core.data import load_dataset
 
         x = load_dataset(settings.data.dataset, settings).features_array()
         with start_nodes(settings, wait_ready=True) as nodes:

@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:  # `gates` is a top-level package of the repo
 sys.path.insert(0, str(ROOT / "bench"))
 import harness  # noqa: E402
 from drift.delta import energy_shift  # noqa: E402
-from ebmops.settings import GateSettings, TrainingSettings  # noqa: E402
+from ebmops.core.settings import GateSettings, TrainingSettings  # noqa: E402
 from gates.latency import benchmark_models  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "gate.json"

@@ -145,7 +145,7 @@ def log_tail(path: Path, n: int = 3000) -> str:
 def wait_until(check: Callable[[], bool], timeout_s: float, what: str, proc: subprocess.Popen | None = None,
                log_path: Path | None = None, interval_s: float = 0.1) -> float:
     """Poll ``check`` until true; returns the seconds waited. Fails early when ``proc`` exits."""
-    from ebmops.waiting import wait_until as wait
+    from ebmops.core.waiting import wait_until as wait
 
     return wait(check, timeout_s=timeout_s, what=what, proc=proc, log_path=log_path, interval_s=interval_s,
                 error=RuntimeError)
@@ -173,7 +173,7 @@ def default_model(path: Path, x: np.ndarray, *, seed: int = 0, quantile: float =
     exported with ``training.export.export_torchscript``. Returns (path, threshold, description)."""
     import torch
 
-    from ebmops.settings import TrainingSettings
+    from ebmops.core.settings import TrainingSettings
     from training.export import export_torchscript
     from training.model import build_model, fit_standardisation
 

@@ -88,8 +88,8 @@ def load_events(n: int | None = None, *, home: str | Path | None = None, fetch: 
     path = _kdd99_cache(home)
     if path is None and fetch and home is not None:
         try:
-            from ebmops.data import load_dataset
-            from ebmops.settings import load_settings
+            from ebmops.core.data import load_dataset
+            from ebmops.core.settings import load_settings
 
             load_dataset("kdd99", load_settings(home=home))
             path = _kdd99_cache(home)

@@ -2,7 +2,7 @@
 auto-approval; writes bench/results/rollout.json.
 
 Real parts: three ``ebmops node`` subprocesses on loopback, local region stores, the SQLite state
-store, a sqlite MLflow for the aliases, the real ports (ebmops/steps/rollout.py) and the
+store, a sqlite MLflow for the aliases, the real ports (ebmops/services/rollout.py) and the
 controller (canary/controller.py). Light kdd99 traffic is replayed to every node so each analysis
 has samples. The peer, measured in the same run, is the irreducible work of one step: one
 desired-state write plus the node's reload (``RegionTraffic.set_traffic``); the ratio says how
@@ -32,11 +32,12 @@ STEPS = [0.05, 0.25, 0.5, 1.0]
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    from ebmops.localnodes import start_nodes
-    from ebmops.replay import Replayer
-    from ebmops.runtime import env_overrides
-    from ebmops.settings import load_settings
-    from ebmops.steps import sync as sync_steps
+    from ebmops.tools.localnodes import start_nodes
+    from ebmops.tools.replay import Replayer
+    from ebmops.core.runtime import env_overrides
+    from ebmops.core.settings import load_settings
+    from ebmops.adapters.bundles import prepare
+    from ebmops.services import sync as sync_steps
     from registry import ModelRegistry
 
     home = tmp_path_factory.mktemp("rollout-bench") / "home"
@@ -46,7 +47,7 @@ def fleet(tmp_path_factory):
            "EBMOPS_ROLLOUT__ONCALL_ROSTER": '["bench"]'}
     with env_overrides(env):
         settings = load_settings()
-        from ebmops.data import load_dataset
+        from ebmops.core.data import load_dataset
 
         try:
             x = load_dataset("kdd99", load_settings(home=h.ROOT / ".ebmops")).features_array()
@@ -58,7 +59,7 @@ def fleet(tmp_path_factory):
             path, thr, _ = h.default_model(home / f"m{seed}.pt", x, seed=seed)
             versions.append(h.register_in_mlflow(settings, path, x, features, thr))
         ModelRegistry.from_settings(settings).set_alias("champion", versions[0])
-        bundle = sync_steps.prepare(settings, versions[0])
+        bundle = prepare(settings, versions[0])
         sync_steps.publish(settings, bundle, settings.data.regions)
         with start_nodes(settings, wait_ready=True) as nodes:
             with Replayer({r: n.url for r, n in nodes.nodes.items()}, x, batch=16, rate=30):
@@ -69,8 +70,10 @@ _results: dict = {}
 
 
 def test_full_rollout_overhead(benchmark, fleet):
-    from ebmops.state import open_store
-    from ebmops.steps import rollout as steps
+    from ebmops.core.state import open_store
+    from ebmops.adapters.approvals import AutoApprovals
+    from ebmops.adapters.rollout_ports import RegionTraffic
+    from ebmops.services import rollout as steps
 
     settings, (v1, v2) = fleet["settings"], fleet["versions"]
     store = open_store(settings)
@@ -79,7 +82,7 @@ def test_full_rollout_overhead(benchmark, fleet):
     def one_rollout():
         plan = steps.plan_for(settings, bake_s=0.0, steps=STEPS)
         rid = steps.create(settings, store, v2, plan=plan, created_by="bench")
-        ctl = steps.controller(settings, store, steps.AutoApprovals("bench"),
+        ctl = steps.controller(settings, store, AutoApprovals("bench"),
                                progress=lambda m: marks.append((time.perf_counter(), m)))
         t0 = time.perf_counter()
         final = ctl.run(rid)
@@ -94,7 +97,7 @@ def test_full_rollout_overhead(benchmark, fleet):
     transitions = len([m for m in marks if m[1]]) / 2
 
     # the peer: the bare desired-state write + node reload of one step, same nodes, same run
-    traffic = steps.RegionTraffic(settings)
+    traffic = RegionTraffic(settings)
     peer = []
     for i in range(6):
         t0 = time.perf_counter()

@@ -6,7 +6,7 @@ store exactly as ``ebmops train`` does, then
 
 * served by ``mlflow models serve -m models:/NAME/1 --env-manager local`` (the peer: uvicorn,
   one worker, no batching), body ``{"inputs": [[...], ...]}``;
-* published with ``ebmops.steps.sync`` (prepare + publish: the artifact MLflow stores, signed)
+* published with ``ebmops.services.sync`` (prepare + publish: the artifact MLflow stores, signed)
   to a local region store, and served by ``ebmops node --region us-east`` in a subprocess,
   body ``{"events": [[...], ...]}``.
 
@@ -62,8 +62,9 @@ _results: dict = {}
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """Both servers up and healthy; both stopped at the end, whatever happened."""
-    from ebmops.settings import load_settings
-    from ebmops.steps.sync import prepare, publish
+    from ebmops.core.settings import load_settings
+    from ebmops.adapters.bundles import prepare
+    from ebmops.services.sync import publish
 
     work = tmp_path_factory.mktemp("serving-bench")
     home = work / "home"
@@ -277,7 +278,7 @@ def _write_results():
     yield
     if not {"setup", "batch_256", "batch_256_binary", "single", "open_loop", "memory"} <= _results.keys():
         return  # a partial run (-k, a failure) does not overwrite the kept figures
-    from ebmops.settings import ServingSettings
+    from ebmops.core.settings import ServingSettings
 
     s = ServingSettings()
     verdicts = _verdicts()

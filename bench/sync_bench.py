@@ -9,7 +9,7 @@ settings, from a YAML file named by ``EBMOPS_CONFIG``); their poll interval is s
 Each round publishes a fresh version of the default model (``training.model.EnergyMLP``, 40
 kdd99 features, hidden [128, 128], untrained, seeded per version, exported with
 ``training.export``) with ``registry.publish.sync_version`` (all regions concurrently, set as
-stable), then ``ebmops.steps.sync.notify_and_wait`` (POST /admin/reload to every node, then
+stable), then ``ebmops.services.sync.notify_and_wait`` (POST /admin/reload to every node, then
 GET /stats until every node serves it); the clock runs from the start of the publish until every
 node's /stats reports the version, and each node is then asked to score an event. Finally the
 last version is published again: the bytes uploaded must be 0 (content-addressed blobs, and an
@@ -64,7 +64,7 @@ def fleet(tmp_path_factory):
     import yaml
     from contextlib import ExitStack
 
-    from ebmops.settings import load_settings
+    from ebmops.core.settings import load_settings
     from tests.servers import seaweedfs_server
 
     work = tmp_path_factory.mktemp("sync-bench")
@@ -121,7 +121,7 @@ def _stats(settings, region: str) -> dict:
 
 def _publish_and_wait(fleet, version: str) -> dict:
     """Publish ``version`` to every region and wait until every node serves it; the timings."""
-    from ebmops.steps.sync import notify_and_wait
+    from ebmops.services.sync import notify_and_wait
     from registry.publish import sync_version
 
     settings = fleet["settings"]
@@ -221,7 +221,7 @@ def _write_results():
         "settings": {"regions": REGIONS, "object_store": "SeaweedFS (weed mini, real S3 API) on loopback, one bucket "
                                                          "per region", "nodes": "3 x ebmops node subprocesses",
                      "node_poll_interval_s": POLL_S, "publish": "registry.publish.sync_version (regions concurrent)",
-                     "notify": "ebmops.steps.sync.notify_and_wait (POST /admin/reload, then GET /stats)",
+                     "notify": "ebmops.services.sync.notify_and_wait (POST /admin/reload, then GET /stats)",
                      "clock": "start of publish until every node's /stats reports the version"},
         **_results,
         "targets": {"total_until_all_serve_s": {

@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 import harness as h  # noqa: E402
 import torch  # noqa: E402
 
-from ebmops.data import load_dataset  # noqa: E402
-from ebmops.settings import load_settings  # noqa: E402
+from ebmops.core.data import load_dataset  # noqa: E402
+from ebmops.core.settings import load_settings  # noqa: E402
 from training import fit  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "train.json"

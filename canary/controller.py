@@ -2,7 +2,7 @@
 
 ``RolloutController.advance(rollout_id)`` reads the rollout from the state store, finds the first
 region (in wave order) that is not finished, and performs exactly one step of that region's
-state machine (canary/phases.py): act on the outside world first (idempotently: "make the
+state machine (ebmops/core/phases.py): act on the outside world first (idempotently: "make the
 desired state equal X"), then persist the new phase with a compare-and-set. A process killed
 between the two repeats the action on resume, which changes nothing the second time; a process
 killed after the write resumes from the next phase. So ``run`` can be killed at any point and
@@ -20,7 +20,7 @@ serves the version) -> promoting (aliases ``champion`` / ``previous-champion``) 
 progressing -> rolling_back -> rolled_back when a region rolled back.
 
 The outside world is reached only through the ports below, so the controller is tested with
-in-memory ports and run for real with ebmops/steps/rollout.py's adapters.
+in-memory ports and run for real with ebmops/services/rollout.py's adapters.
 """
 
 from __future__ import annotations
@@ -33,20 +33,14 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from canary.judge import JudgeVerdict, judge
-from canary.phases import Phase, TransitionRefused, is_terminal
+from canary.decide import Event, Next, Step, next_region, next_rollout
+from canary.judge import judge
 from canary.plan import RolloutPlan
+from ebmops.core.errors import TransitionRefused
+from ebmops.core.phases import Phase, is_terminal
+from ebmops.core.aliases import CHAMPION, PREVIOUS_CHAMPION, region_alias
 
 log = logging.getLogger(__name__)
-
-CHAMPION = "champion"
-PREVIOUS_CHAMPION = "previous-champion"
-
-
-def region_alias(region: str) -> str:
-    """The MLflow alias of the version a region serves as stable after a promotion."""
-    return f"prod-{region}"
-
 
 # ---- ports ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -88,6 +82,9 @@ class TrafficPort(Protocol):
     def samples(self, region: str) -> dict[str, VersionSamples]:
         """The node's recent samples per version."""
 
+    def served(self, region: str) -> str | None:
+        """The stable version the region's node serves now; None when it cannot be reached."""
+
 
 class AliasPort(Protocol):
     def get_alias(self, alias: str) -> str | None: ...
@@ -115,7 +112,7 @@ class ApprovalPort(Protocol):
 # ---- the controller -------------------------------------------------------------------------
 @dataclass
 class RolloutController:
-    store: object            # ebmops.state.StateStore
+    store: object            # ebmops.core.state.StateStore
     traffic: TrafficPort
     aliases: AliasPort
     approvals: ApprovalPort
@@ -148,60 +145,94 @@ class RolloutController:
             return False
         plan = RolloutPlan.from_dict(ro.plan)
         if ro.phase == Phase.PENDING.value:
-            self._rollout_phase(ro, Phase.PROGRESSING, "started")
-            return True
-        if ro.phase == Phase.ROLLING_BACK.value:
-            return self._finish_rollback(ro)
-        if ro.phase == Phase.ANALYSING.value:
-            return self._final_check(ro)
-        if ro.phase == Phase.PROMOTING.value:
-            return self._promote_everywhere(ro)
-        for reg in ro.regions:  # wave order
-            if reg.phase == Phase.PROMOTED.value:
-                continue
-            if reg.phase in (Phase.ROLLED_BACK.value, Phase.FAILED.value, Phase.ABORTED.value):
-                self._rollout_phase(ro, Phase.ROLLING_BACK, f"{reg.region} ended {reg.phase}")
-                return True
-            self._advance_region(ro, reg, plan)
-            return True
-        self._rollout_phase(ro, Phase.ANALYSING, "every region promoted; checking what the nodes serve")
+            self._rollout_next(ro, Event.START)
+        elif ro.phase == Phase.ROLLING_BACK.value:
+            self._finish_rollback(ro, plan)
+        elif ro.phase == Phase.ANALYSING.value:
+            self._final_check(ro)
+        elif ro.phase == Phase.PROMOTING.value:
+            self._promote_everywhere(ro)
+        else:
+            reg = next((r for r in ro.regions if r.phase != Phase.PROMOTED.value), None)  # wave order
+            if reg is None:
+                self._rollout_next(ro, Event.ALL_PROMOTED)
+            elif is_terminal(reg.phase):
+                self._rollout_next(ro, Event.REGION_ENDED, f"{reg.region} ended {reg.phase}")
+            else:
+                self._advance_region(ro, reg, plan)
         return True
 
     # -- one region ------------------------------------------------------------------------
     def _advance_region(self, ro, reg, plan: RolloutPlan) -> None:
+        """One step of one region: act, ask ``next_region`` what comes next, persist it."""
         phase = Phase(reg.phase)
-        region, version = reg.region, ro.version
-        stable = reg.stable_version
         if phase is Phase.PENDING:
-            self.traffic.prepare(region, version)
-            self._start_step(ro, reg, plan, 0, expected=Phase.PENDING)
+            self.traffic.prepare(reg.region, ro.version)
+            self._apply(ro, reg, plan, self._next(reg, plan, Event.START), expected=phase)
         elif phase is Phase.PROGRESSING:
-            # bake: the rest of this step's bake time (all of it again after a restart mid-bake)
-            started = (reg.last_analysis or {}).get("step_started_at")
-            bake = plan.bake_s[reg.step_index or 0]
-            if started:
-                left = bake - (self.now() - datetime.fromisoformat(started)).total_seconds()
-                if left > 0:
-                    self.sleep(left)
-            self.store.update_region(ro.id, region, phase=Phase.ANALYSING, expected_phase=Phase.PROGRESSING)
+            self._bake(reg, plan)
+            self._apply(ro, reg, plan, self._next(reg, plan, Event.BAKED), expected=phase)
         elif phase is Phase.ANALYSING:
             self._analyse(ro, reg, plan)
         elif phase is Phase.AWAITING_APPROVAL:
             self._await_approval(ro, reg, plan)
         elif phase is Phase.PROMOTING:
-            self.traffic.set_traffic(region, stable=version, canary=None, weight=0.0)
-            self.aliases.set_alias(region_alias(region), version)
-            self.store.update_region(ro.id, region, phase=Phase.PROMOTED, expected_phase=Phase.PROMOTING,
-                                     weight=1.0, stable_version=version)
-            self._audit("promotion", ro, region, {"stable_before": stable, "alias": region_alias(region)})
-            self.progress(f"{region}: v{version} promoted to stable (alias {region_alias(region)})")
+            self.traffic.set_traffic(reg.region, stable=ro.version, canary=None, weight=0.0)
+            self.aliases.set_alias(region_alias(reg.region), ro.version)
+            self._apply(ro, reg, plan, self._next(reg, plan, Event.DONE), expected=phase, weight=1.0,
+                        stable_version=ro.version)
+            self._audit("promotion", ro, reg.region, {"stable_before": reg.stable_version,
+                                                      "alias": region_alias(reg.region)})
+            self.progress(f"{reg.region}: v{ro.version} promoted to stable (alias {region_alias(reg.region)})")
         elif phase is Phase.ROLLING_BACK:
-            self.traffic.set_traffic(region, stable=stable, canary=None, weight=0.0)
-            self.store.update_region(ro.id, region, phase=Phase.ROLLED_BACK, expected_phase=Phase.ROLLING_BACK,
-                                     weight=0.0)
-            self._audit("rollback", ro, region, {"stable": stable, "failed_checks": reg.failed_checks,
-                                                  "reason": reg.message})
-            self.progress(f"{region}: rolled back to v{stable} ({reg.message})")
+            self.roll_back_region(ro, reg, plan)
+
+    def roll_back_region(self, ro, reg, plan: RolloutPlan, *, actor: str | None = None,
+                         comment: str | None = None) -> None:
+        """A region in rolling_back: its stable version gets all traffic again, then rolled_back."""
+        self.traffic.set_traffic(reg.region, stable=reg.stable_version, canary=None, weight=0.0)
+        self._apply(ro, reg, plan, self._next(reg, plan, Event.DONE), expected=Phase.ROLLING_BACK, weight=0.0)
+        self._audit("rollback", ro, reg.region, {"stable": reg.stable_version, "failed_checks": reg.failed_checks,
+                                                 "reason": comment or reg.message}, actor=actor)
+        self.progress(f"{reg.region}: rolled back to v{reg.stable_version} ({comment or reg.message})")
+
+    def roll_back(self, rollout_id: str, region: str, *, actor: str, comment: str | None = None) -> str | None:
+        """``ebmops rollback`` of one unfinished region of this rollout: a region not started is aborted,
+        one under way goes back to its stable version now. Returns that stable version."""
+        ro = self.store.get_rollout(rollout_id)
+        plan, reg = RolloutPlan.from_dict(ro.plan), ro.region(region)
+        nxt = self._next(reg, plan, Event.ROLLBACK)
+        why = f"rollback by {actor}: {comment or 'no comment'}"
+        self._apply(ro, reg, plan, nxt, expected=Phase(reg.phase), message=why)
+        if nxt.phase is Phase.ROLLING_BACK:
+            self.roll_back_region(ro, self.store.get_rollout(rollout_id).region(region), plan, actor=actor,
+                                  comment=comment)
+        else:
+            self._audit("rollback", ro, region, {"stable": reg.stable_version, "reason": why}, actor=actor)
+        return reg.stable_version
+
+    @staticmethod
+    def _next(reg, plan: RolloutPlan, event: Event) -> Next:
+        return next_region(reg.phase, event, Step(reg.step_index or 0, len(plan.steps), plan.approval[reg.wave]))
+
+    def _apply(self, ro, reg, plan: RolloutPlan, nxt: Next, *, expected: Phase, carry: dict | None = None,
+               **fields) -> None:
+        """Persist ``nxt`` for the region (starting its traffic step when it is one)."""
+        if nxt.phase is Phase.PROGRESSING:
+            self._start_step(ro, reg, plan, nxt.step, expected=expected, carry=carry)
+            return
+        if nxt.phase is Phase.AWAITING_APPROVAL:
+            fields.setdefault("awaiting_since", self.now())
+            fields.setdefault("approval_deadline", self.now() + timedelta(seconds=plan.approval_timeout_s))
+        self.store.update_region(ro.id, reg.region, phase=nxt.phase, expected_phase=expected, **fields)
+
+    def _bake(self, reg, plan: RolloutPlan) -> None:
+        """The rest of this step's bake time (all of it again after a restart mid-bake)."""
+        started = (reg.last_analysis or {}).get("step_started_at")
+        if started:
+            left = plan.bake_s[reg.step_index or 0] - (self.now() - datetime.fromisoformat(started)).total_seconds()
+            if left > 0:
+                self.sleep(left)
 
     def _start_step(self, ro, reg, plan: RolloutPlan, step: int, *, expected: Phase,
                     carry: dict | None = None) -> None:
@@ -218,11 +249,11 @@ class RolloutController:
         self.progress(f"{reg.region}: step {step + 1}/{len(plan.steps)}, canary v{ro.version} at {weight:.0%}, "
                       f"baking {plan.bake_s[step]:g} s")
 
-    def _analyse(self, ro, reg, plan: RolloutPlan) -> None:
-        region, version, stable = reg.region, ro.version, reg.stable_version
-        prev = reg.last_analysis or {}
-        base = prev.get("baseline") or {}
-        now = self.traffic.samples(region)
+    def _window(self, ro, reg, plan: RolloutPlan) -> tuple[dict, int, int]:
+        """Canary and stable samples of this step's window per metric of the plan, and how many events
+        each side scored in the window."""
+        base = (reg.last_analysis or {}).get("baseline") or {}
+        now = self.traffic.samples(reg.region)
         empty = VersionSamples(0, 0, *(np.empty(0) for _ in range(4)))
 
         def window(v: str | None) -> VersionSamples:
@@ -230,122 +261,112 @@ class RolloutController:
                 return empty
             return now[v].since(VersionCounters(**base.get(v, {})))
 
-        c, s = window(version), window(stable)
+        c, s = window(ro.version), window(reg.stable_version)
         samples = {"latency_ms": (c.latency_ms, s.latency_ms), "error": (c.outcomes, s.outcomes),
                    "energy": (c.energies, s.energies), "alert": (c.alerts, s.alerts)}
-        if len(s.latency_ms) == 0 and stable in now:
+        if len(s.latency_ms) == 0 and reg.stable_version in now:
             # At 100 % the stable version served nothing in this window. Energies, alerts and errors are
             # compared with its most recent samples in the same region (the node keeps the last
             # stats_window): the traffic is the same stream. Latency is not: it depends on the load of
             # the moment, so across windows it would measure the machine, not the version (no-data here).
-            latest = now[stable]
+            latest = now[reg.stable_version]
             samples.update(energy=(c.energies, latest.energies), alert=(c.alerts, latest.alerts),
                            error=(c.outcomes, latest.outcomes))
-        samples = {k: v for k, v in samples.items() if k in plan.analysis.metrics}
+        return {k: v for k, v in samples.items() if k in plan.analysis.metrics}, len(c.energies), len(s.energies)
+
+    def _analyse(self, ro, reg, plan: RolloutPlan) -> None:
+        samples, n_canary, n_stable = self._window(ro, reg, plan)
         j = judge(samples, plan.analysis)
         step = reg.step_index or 0
-        analysis = {**prev, "step": step, "weight": plan.steps[step], "judgement": j.to_dict(),
-                    "n_canary_events": int(len(c.energies)), "n_stable_events": int(len(s.energies))}
-        self._audit("analysis", ro, region, {"step": step, "verdict": j.verdict.value, "score": j.score,
-                                             "failed": j.failed_metrics, "reason": j.reason})
-        self.progress(f"{region}: analysis at {plan.steps[step]:.0%}: {j.verdict.value} "
+        analysis = {**(reg.last_analysis or {}), "step": step, "weight": plan.steps[step], "judgement": j.to_dict(),
+                    "n_canary_events": int(n_canary), "n_stable_events": int(n_stable)}
+        self._audit("analysis", ro, reg.region, {"step": step, "verdict": j.verdict.value, "score": j.score,
+                                                 "failed": j.failed_metrics, "reason": j.reason})
+        self.progress(f"{reg.region}: analysis at {plan.steps[step]:.0%}: {j.verdict.value} "
                       f"(score {j.score if j.score is None else round(j.score)}; {j.reason})")
-        if j.verdict is JudgeVerdict.FAIL:
-            self.store.update_region(ro.id, region, phase=Phase.ROLLING_BACK, expected_phase=Phase.ANALYSING,
-                                     last_analysis=analysis, failed_checks=j.failed_metrics,
-                                     message=f"analysis failed at {plan.steps[step]:.0%}: {j.reason}")
-            return
-        last = step == len(plan.steps) - 1
-        needs_human = j.verdict in (JudgeVerdict.MARGINAL, JudgeVerdict.INCONCLUSIVE) or (
-            last and plan.approval[reg.wave])
-        if needs_human:
-            deadline = self.now() + timedelta(seconds=plan.approval_timeout_s)
-            why = "analysis passed; the plan asks for an approval" if j.verdict is JudgeVerdict.PASS else \
-                f"analysis {j.verdict.value}: a human decides"
-            self.store.update_region(ro.id, region, phase=Phase.AWAITING_APPROVAL, expected_phase=Phase.ANALYSING,
-                                     last_analysis=analysis, failed_checks=j.failed_metrics,
-                                     awaiting_since=self.now(), approval_deadline=deadline, message=why)
-            return
-        if last:
-            self.store.update_region(ro.id, region, phase=Phase.PROMOTING, expected_phase=Phase.ANALYSING,
-                                     last_analysis=analysis)
-            return
+        nxt = self._next(reg, plan, Event.of_verdict(j.verdict))
+        fields = {"last_analysis": analysis}
+        if nxt.phase is Phase.ROLLING_BACK:
+            fields.update(failed_checks=j.failed_metrics, message=f"analysis failed at {plan.steps[step]:.0%}: "
+                                                                  f"{j.reason}")
+        elif nxt.phase is Phase.AWAITING_APPROVAL:
+            fields.update(failed_checks=j.failed_metrics, message=nxt.reason)
         # the analysis of the finished step stays readable next to the new step's baseline
-        self._start_step(ro, reg, plan, step + 1, expected=Phase.ANALYSING, carry=analysis)
+        self._apply(ro, reg, plan, nxt, expected=Phase.ANALYSING, carry=analysis,
+                    **({} if nxt.phase is Phase.PROGRESSING else fields))
 
     def _await_approval(self, ro, reg, plan: RolloutPlan) -> None:
         deadline = reg.approval_deadline or (self.now() + timedelta(seconds=plan.approval_timeout_s))
-        summary = approval_summary(ro, reg, plan)
         self.progress(f"{reg.region}: awaiting approval by one of {', '.join(plan.oncall_roster)} "
                       f"until {deadline:%H:%M:%S} UTC (`ebmops approve {ro.id} --as NAME`)")
-        decision = self.approvals.wait(ro.id, reg.region, reg.wave, summary=summary, deadline=deadline,
-                                       roster=list(plan.oncall_roster))
+        decision = self.approvals.wait(ro.id, reg.region, reg.wave, summary=approval_summary(ro, reg, plan),
+                                       deadline=deadline, roster=list(plan.oncall_roster))
         analysis = (reg.last_analysis or {}).get("judgement")
         if decision is None:
             self.store.record_decision(ro.id, kind="timeout", actor=self.actor, region=reg.region, wave=reg.wave,
                                        comment=f"no decision by {deadline.isoformat()}", analysis=analysis)
             self._audit("rejection", ro, reg.region, {"timeout": True, "deadline": deadline.isoformat()})
-            self.store.update_region(ro.id, reg.region, phase=Phase.ROLLING_BACK,
-                                     expected_phase=Phase.AWAITING_APPROVAL,
-                                     message="approval timed out; the wave rolls back")
+            nxt = self._next(reg, plan, Event.TIMED_OUT)
+            self._apply(ro, reg, plan, nxt, expected=Phase.AWAITING_APPROVAL, message=nxt.reason)
             return
-        kind = "approve" if decision.approve else "reject"
         if not decision.recorded:
-            self.store.record_decision(ro.id, kind=kind, actor=decision.actor, region=reg.region, wave=reg.wave,
-                                       comment=decision.comment, analysis=analysis)
+            self.store.record_decision(ro.id, kind="approve" if decision.approve else "reject", actor=decision.actor,
+                                       region=reg.region, wave=reg.wave, comment=decision.comment, analysis=analysis)
         self._audit("approval" if decision.approve else "rejection", ro, reg.region,
                     {"comment": decision.comment, "analysis": analysis and analysis.get("verdict")},
                     actor=decision.actor)
-        if not decision.approve:
-            self.store.update_region(ro.id, reg.region, phase=Phase.ROLLING_BACK,
-                                     expected_phase=Phase.AWAITING_APPROVAL,
-                                     message=f"rejected by {decision.actor}: {decision.comment or 'no comment'}")
-            return
-        step = reg.step_index or 0
-        if step == len(plan.steps) - 1:
-            self.store.update_region(ro.id, reg.region, phase=Phase.PROMOTING, expected_phase=Phase.AWAITING_APPROVAL,
-                                     message=f"approved by {decision.actor}")
-        else:
-            self._start_step(ro, reg, plan, step + 1, expected=Phase.AWAITING_APPROVAL)
+        nxt = self._next(reg, plan, Event.APPROVED if decision.approve else Event.REJECTED)
+        message = (f"approved by {decision.actor}" if decision.approve else
+                   f"rejected by {decision.actor}: {decision.comment or 'no comment'}")
+        self._apply(ro, reg, plan, nxt, expected=Phase.AWAITING_APPROVAL,
+                    **({} if nxt.phase is Phase.PROGRESSING else {"message": message}))
 
     # -- the rollout as a whole ------------------------------------------------------------
-    def _final_check(self, ro) -> bool:
-        self._rollout_phase(ro, Phase.PROMOTING, "every region promoted")
-        return True
+    def _final_check(self, ro) -> None:
+        """Every region promoted: check that each node serves the version as stable, and re-apply the
+        desired state where one does not (a node that is down picks it up when it polls; one that
+        refuses raises, and the rollout stays here until it is resumed)."""
+        for reg in ro.regions:
+            if self.traffic.served(reg.region) not in (ro.version, None):
+                self.traffic.set_traffic(reg.region, stable=ro.version, canary=None, weight=0.0)
+        down = [r.region for r in ro.regions if self.traffic.served(r.region) is None]
+        self._rollout_next(ro, Event.SERVED, "every region promoted and served"
+                           + (f" (unreachable now, left to their poll: {', '.join(down)})" if down else ""))
 
-    def _promote_everywhere(self, ro) -> bool:
+    def _promote_everywhere(self, ro) -> None:
         covered = {r.region for r in ro.regions}
         partial = self.all_regions is not None and not set(self.all_regions) <= covered
         if partial or ro.kind == "hotfix":  # a hotfix adapts a region to its traffic: it is not the champion
             why = "a hotfix" if ro.kind == "hotfix" else "not every region"
-            self._rollout_phase(ro, Phase.PROMOTED, f"v{ro.version} promoted in {', '.join(sorted(covered))} "
-                                                    f"({why}: the champion alias stays)")
-            return False
+            self._rollout_next(ro, Event.DONE, f"v{ro.version} promoted in {', '.join(sorted(covered))} "
+                                               f"({why}: the champion alias stays)")
+            return
         current = self.aliases.get_alias(CHAMPION)
         if current is not None and current != ro.version:
             self.aliases.set_alias(PREVIOUS_CHAMPION, current)
         self.aliases.set_alias(CHAMPION, ro.version)
-        self._rollout_phase(ro, Phase.PROMOTED, f"v{ro.version} is champion in every region")
+        self._rollout_next(ro, Event.DONE, f"v{ro.version} is champion in every region")
         self._audit("promotion", ro, None, {"champion": ro.version, "previous_champion": current})
-        return False
 
-    def _finish_rollback(self, ro) -> bool:
+    def _finish_rollback(self, ro, plan: RolloutPlan) -> None:
         for reg in ro.regions:
-            if reg.phase == Phase.PENDING.value:
-                self.store.update_region(ro.id, reg.region, phase=Phase.ABORTED, expected_phase=Phase.PENDING,
-                                         message="not started: an earlier wave rolled back")
-            elif not is_terminal(reg.phase) and reg.phase != Phase.PROMOTED.value:
-                # a region mid-way (only possible in a multi-region wave) goes back too
-                if reg.phase != Phase.ROLLING_BACK.value:
-                    self.store.update_region(ro.id, reg.region, phase=Phase.ROLLING_BACK, expected_phase=reg.phase,
-                                             message="rolled back with its wave")
-                self._advance_region(ro, self.store.get_rollout(ro.id).region(reg.region), RolloutPlan.from_dict(ro.plan))
-        self._rollout_phase(ro, Phase.ROLLED_BACK, "rolled back")
-        return False
+            if is_terminal(reg.phase) or reg.phase == Phase.PROMOTED.value:
+                continue
+            if reg.phase != Phase.ROLLING_BACK.value:
+                # a region not started is aborted; one mid-way (only in a multi-region wave) goes back too
+                nxt = self._next(reg, plan, Event.ROLLBACK)
+                self._apply(ro, reg, plan, nxt, expected=Phase(reg.phase),
+                            message="not started: an earlier wave rolled back" if nxt.phase is Phase.ABORTED
+                            else "rolled back with its wave")
+                reg = self.store.get_rollout(ro.id).region(reg.region)
+            if reg.phase == Phase.ROLLING_BACK.value:
+                self.roll_back_region(ro, reg, plan)
+        self._rollout_next(ro, Event.DONE, "rolled back")
 
-    def _rollout_phase(self, ro, new: Phase, message: str) -> None:
-        self.store.update_rollout_phase(ro.id, new, expected_old=ro.phase, message=message)
-        self.progress(f"rollout {ro.id[:8]} v{ro.version}: {ro.phase} -> {new.value} ({message})")
+    def _rollout_next(self, ro, event: Event, message: str | None = None) -> None:
+        nxt = next_rollout(ro.phase, event)
+        self.store.update_rollout_phase(ro.id, nxt.phase, expected_old=ro.phase, message=message or nxt.reason)
+        self.progress(f"rollout {ro.id[:8]} v{ro.version}: {ro.phase} -> {nxt.phase.value} ({message or nxt.reason})")
 
     def _audit(self, kind: str, ro, region: str | None, payload: dict, actor: str | None = None) -> None:
         self.store.append_audit(kind, model=ro.model_name, version=ro.version, region=region,

@@ -65,8 +65,8 @@ import numpy as np
 from scipy import stats
 
 from drift.delta import energy_shift, noise_floor
-from ebmops.settings import CanaryAnalysisSettings, CanaryMetricSettings
-from gates.verdict import encode_json, encode_number
+from ebmops.core.settings import CanaryAnalysisSettings, CanaryMetricSettings
+from ebmops.core.jsonsafe import encode_json, encode_number
 
 # The judge's configuration lives in settings (rollout.analysis), as the gate's does.
 MetricConfig = CanaryMetricSettings

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from ebmops.errors import ConfigError
-from ebmops.settings import CanaryAnalysisSettings, Settings, check_steps
+from ebmops.core.errors import ConfigError
+from ebmops.core.settings import CanaryAnalysisSettings, Settings, check_steps
 
 
 class PlanError(ConfigError):

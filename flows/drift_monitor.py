@@ -7,11 +7,11 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from ebmops.runtime import prepare_environment
-from ebmops.settings import load_settings
-from ebmops.state import open_store
-from ebmops.steps import drift as steps
-from ebmops.steps.sync import check_regions
+from ebmops.core.runtime import prepare_environment
+from ebmops.core.settings import load_settings
+from ebmops.core.state import open_store
+from ebmops.services import drift as steps
+from ebmops.services.sync import check_regions
 
 monitor_task = task(steps.monitor_region, name="observe-region", cache_policy=NO_CACHE)
 metrics_task = task(steps.log_metrics, name="log-mlflow-metrics", retries=2, retry_delay_seconds=2,

@@ -6,10 +6,10 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from ebmops.runtime import prepare_environment
-from ebmops.settings import load_settings
-from ebmops.state import open_store
-from ebmops.steps import gate as steps
+from ebmops.core.runtime import prepare_environment
+from ebmops.core.settings import load_settings
+from ebmops.core.state import open_store
+from ebmops.services import gate as steps
 
 resolve_task = task(steps.resolve, name="fetch-candidate-and-champion", retries=2, retry_delay_seconds=2,
                     cache_policy=NO_CACHE)

@@ -6,13 +6,14 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from ebmops.runtime import prepare_environment
-from ebmops.settings import load_settings
-from ebmops.steps import sync as steps
+from ebmops.adapters import bundles
+from ebmops.core.runtime import prepare_environment
+from ebmops.core.settings import load_settings
+from ebmops.services import sync as steps
 
 # Publishing is idempotent (content-addressed blobs, desired state rewritten only on change), so
 # a retry of a half-done publish finishes the job without uploading twice.
-prepare_task = task(steps.prepare, name="fetch-version", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+prepare_task = task(bundles.prepare, name="fetch-version", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 publish_task = task(steps.publish, name="publish-regions", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 notify_task = task(steps.notify_and_wait, name="reload-nodes", cache_policy=NO_CACHE)
 
@@ -49,7 +50,7 @@ plan_task = task(steps.reconcile_plan, name="compare-with-registry", cache_polic
 def _reconcile(settings, regions, wait_s, reason) -> dict:
     """The daily reconcile: every region whose desired state differs from the registry's aliases is
     republished (content-addressed: only what is missing uploads) and its node reloaded."""
-    from ebmops.state import open_store
+    from ebmops.core.state import open_store
 
     log = get_run_logger()
     store = open_store(settings)

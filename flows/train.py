@@ -6,12 +6,13 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from ebmops.data import region_batches
-from ebmops.errors import ValidationFailed
-from ebmops.runtime import prepare_environment
-from ebmops.settings import load_settings
-from ebmops.state import open_store
-from ebmops.steps import train as steps
+from ebmops.core.aliases import CHALLENGER
+from ebmops.core.data import region_batches
+from ebmops.core.errors import ValidationFailed
+from ebmops.core.runtime import prepare_environment
+from ebmops.core.settings import load_settings
+from ebmops.core.state import open_store
+from ebmops.services import train as steps
 from flows.gate import gate as gate_flow
 
 # Retries only where they are safe: the fetch writes atomically, training resumes from its
@@ -51,7 +52,7 @@ def train(dataset: str | None = None, epochs: int | None = None, device: str | N
         info = register_task(cand, metrics, ds, settings, summary_md=draft)
         store.append_audit("registration", model=info.name, version=info.version, actor="ebmops-train",
                            payload={"run_id": info.run_id, "dataset": ds.name, "data_fingerprint": ds.fingerprint(),
-                                    "device": cand.device, "alias": "challenger"})
+                                    "device": cand.device, "alias": CHALLENGER})
         summary = steps.summary_markdown(ds, cand, metrics, validated, version=info.version, model_name=name)
         create_markdown_artifact(summary, key="train-summary", description=f"{name} v{info.version}")
         store.finish_training_run(run.id, status="registered", device=cand.device, seconds=cand.seconds,

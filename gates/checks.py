@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from drift.delta import effective_size, noise_floor
-from ebmops.settings import GateSettings
+from ebmops.core.settings import GateSettings
 from gates.latency import LatencyStats
 from gates.verdict import CheckResult, Verdict
 

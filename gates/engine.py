@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from ebmops.settings import GateSettings
+from ebmops.core.settings import GateSettings
 from gates.checks import (DetectionMetrics, check_alert_rate, check_cost, check_data_drift, check_detection,
                           check_energy_drift, check_latency)
 from gates.latency import LatencyStats

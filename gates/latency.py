@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ebmops.errors import EbmopsError
+from ebmops.core.errors import EbmopsError
 
 BATCH_SIZES = (64, 1024)
 PEAK_SHAPE = (1024, 512, 512)  # (m, k, n) of the matmul that estimates the core's peak FLOP rate
@@ -119,9 +119,79 @@ def benchmark_models(paths: dict[str, Path | str], n_features: int | None = None
 
 # ---- the measuring side: runs only inside the fresh process -------------------------------------------
 
+def _best_time(fn, reps: int) -> float:
+    import time
+
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter_ns()
+        fn()
+        best = min(best, (time.perf_counter_ns() - t0) / 1e9)
+    return best
+
+
+def _peak_flops(a, w) -> float:
+    """FLOP/s of one big matmul, best of 15: the machine's bound at this moment."""
+    import torch
+
+    return 2.0 * a.shape[0] * a.shape[1] * w.shape[1] / _best_time(lambda: torch.mm(a, w), 15)
+
+
+def _warm_up(models: dict, rows: list, batches: dict, warmup: int) -> None:
+    for m in models.values():
+        for k in range(warmup):
+            m(rows[k % len(rows)])
+        for b in BATCH_SIZES:
+            for _ in range(max(3, warmup // 20)):
+                m(batches[b])
+
+
+def _single_event_ns(models: dict, rows: list, iterations: int) -> dict:
+    """Nanoseconds per single-event call, the models interleaved (alternating order) so that load
+    spikes hit each of them alike."""
+    import time
+
+    import numpy as np
+
+    names = list(models)
+    single = {n: np.empty(iterations) for n in names}
+    clock = time.perf_counter_ns
+    for i in range(iterations):
+        x = rows[i % len(rows)]
+        for n in (names if i % 2 == 0 else reversed(names)):
+            m = models[n]
+            t0 = clock()
+            m(x)
+            single[n][i] = clock() - t0
+    return single
+
+
+def _throughput(models: dict, batches: dict, rounds: int) -> tuple[dict, dict]:
+    """Events/s per model and batch size over interleaved rounds, and the rounds run per batch size."""
+    import time
+
+    names = list(models)
+    clock = time.perf_counter_ns
+    tput: dict[str, dict[int, list[float]]] = {n: {b: [] for b in BATCH_SIZES} for n in names}
+    n_rounds: dict[int, int] = {}
+    for b in BATCH_SIZES:
+        # Calls per round sized so a round lasts about ROUND_S for the slowest model (from timed calls);
+        # fewer rounds for big models, so one batch size takes about THROUGHPUT_BUDGET_S at most.
+        per_call = [_best_time(lambda m=m: m(batches[b]), 2) for m in models.values()]
+        calls = max(1, int(ROUND_S / max(max(per_call), 1e-6)))
+        n_rounds[b] = min(rounds, max(MIN_ROUNDS, int(THROUGHPUT_BUDGET_S / (calls * sum(per_call)))))
+        for r in range(n_rounds[b]):
+            for n in (names if r % 2 == 0 else reversed(names)):
+                m = models[n]
+                t0 = clock()
+                for _ in range(calls):
+                    m(batches[b])
+                tput[n][b].append(calls * b / ((clock() - t0) / 1e9))
+    return tput, n_rounds
+
+
 def _run(spec: dict[str, Any]) -> dict[str, Any]:
     import gc
-    import time
     import uuid
 
     import numpy as np
@@ -133,67 +203,26 @@ def _run(spec: dict[str, Any]) -> dict[str, Any]:
     models = {n: torch.jit.load(spec["paths"][n], map_location="cpu").eval() for n in names}
     weights = {n: [p.detach() for p in m.parameters() if p.dim() == 2] for n, m in models.items()}
     n_features = spec["n_features"] or int(weights[names[0]][0].shape[1])
-    iterations, warmup, rounds = spec["iterations"], spec["warmup"], spec["rounds"]
     gen = torch.Generator().manual_seed(spec["seed"])
     rows = [r.unsqueeze(0).contiguous() for r in torch.randn(256, n_features, generator=gen)]
     batches = {b: torch.randn(b, n_features, generator=gen) for b in BATCH_SIZES}
-    clock = time.perf_counter_ns
-
-    def best_time(fn, reps: int) -> float:
-        best = float("inf")
-        for _ in range(reps):
-            t0 = clock()
-            fn()
-            best = min(best, (clock() - t0) / 1e9)
-        return best
 
     with torch.inference_mode():
-        for m in models.values():
-            for k in range(warmup):
-                m(rows[k % len(rows)])
-            for b in BATCH_SIZES:
-                for _ in range(max(3, warmup // 20)):
-                    m(batches[b])
-
+        _warm_up(models, rows, batches, spec["warmup"])
         mm, kk, nn = PEAK_SHAPE
         a, w = torch.randn(mm, kk, generator=gen), torch.randn(kk, nn, generator=gen)
         torch.mm(a, w)
-
-        def peak_flops() -> float:
-            return 2.0 * mm * kk * nn / best_time(lambda: torch.mm(a, w), 15)
-
         gc.disable()
         try:
             # The peak is a bound, so take the best of two bursts (start and end): load only lowers it.
-            peak = peak_flops()
-            single = {n: np.empty(iterations) for n in names}
-            for i in range(iterations):
-                x = rows[i % len(rows)]
-                for n in (names if i % 2 == 0 else reversed(names)):
-                    m = models[n]
-                    t0 = clock()
-                    m(x)
-                    single[n][i] = clock() - t0
-            tput: dict[str, dict[int, list[float]]] = {n: {b: [] for b in BATCH_SIZES} for n in names}
-            n_rounds: dict[int, int] = {}
-            for b in BATCH_SIZES:
-                # Calls per round sized so a round lasts about ROUND_S for the slowest model (from timed calls);
-                # fewer rounds for big models, so one batch size takes about THROUGHPUT_BUDGET_S at most.
-                per_call = [best_time(lambda m=m: m(batches[b]), 2) for m in models.values()]
-                calls = max(1, int(ROUND_S / max(max(per_call), 1e-6)))
-                n_rounds[b] = min(rounds, max(MIN_ROUNDS, int(THROUGHPUT_BUDGET_S / (calls * sum(per_call)))))
-                for r in range(n_rounds[b]):
-                    for n in (names if r % 2 == 0 else reversed(names)):
-                        m = models[n]
-                        t0 = clock()
-                        for _ in range(calls):
-                            m(batches[b])
-                        tput[n][b].append(calls * b / ((clock() - t0) / 1e9))
-            peak = max(peak, peak_flops())
+            peak = _peak_flops(a, w)
+            single = _single_event_ns(models, rows, spec["iterations"])
+            tput, n_rounds = _throughput(models, batches, spec["rounds"])
+            peak = max(peak, _peak_flops(a, w))
             layer_t = {}
             for n in names:
                 xs = [(torch.randn(1024, int(wt.shape[1]), generator=gen), wt.t().contiguous()) for wt in weights[n]]
-                layer_t[n] = sum(best_time(lambda x=x, wt=wt: torch.mm(x, wt), 15) for x, wt in xs)
+                layer_t[n] = sum(_best_time(lambda x=x, wt=wt: torch.mm(x, wt), 15) for x, wt in xs)
         finally:
             gc.enable()
 
@@ -207,8 +236,8 @@ def _run(spec: dict[str, Any]) -> dict[str, Any]:
         bound = peak / flops if flops else None
         out[n] = LatencyStats(
             model=n, p50_ms=float(p50), p95_ms=float(p95), p99_ms=float(p99), mean_ms=float(ms.mean()),
-            iterations=iterations, throughput_b64_eps=float(np.median(tput[n][64])), throughput_b1024_eps=t1024,
-            flops_per_event=flops, peak_gflops=peak / 1e9, flop_bound_eps=bound,
+            iterations=spec["iterations"], throughput_b64_eps=float(np.median(tput[n][64])),
+            throughput_b1024_eps=t1024, flops_per_event=flops, peak_gflops=peak / 1e9, flop_bound_eps=bound,
             ratio_to_flop_bound=(t1024 / bound) if bound else None,
             matmul_bound_eps=(1024 / layer_t[n]) if layer_t[n] > 0 else None,
             run_id=run_id, threads=torch.get_num_threads(), throughput_rounds=min(n_rounds.values())).to_dict()

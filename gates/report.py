@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from gates.verdict import CheckResult, Verdict, decode_json, encode_json
+from ebmops.core.jsonsafe import decode_json, encode_json
+from gates.verdict import CheckResult, Verdict
 
 SCHEMA_VERSION = 1
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ebmops.errors import BundleError, ObjectNotFound
+from ebmops.core.errors import BundleError, ObjectNotFound
 from registry.manifest import (
     MANIFEST_TYPE,
     MODEL_FILENAME,

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ebmops.errors import DesiredStateError, ObjectNotFound, SignatureError
+from ebmops.core.errors import DesiredStateError, ObjectNotFound, SignatureError
 from registry.manifest import NAME_PATTERN, manifest_key
 from registry.objectstore.base import ObjectStore
 from registry.signing import SigningKey, sign_document, verify_document

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
-from ebmops.errors import RegistryError
+from ebmops.core.errors import RegistryError
 
 if TYPE_CHECKING:
     import numpy as np

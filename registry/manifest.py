@@ -22,7 +22,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ebmops.errors import BundleError, ObjectNotFound, SignatureError
+from ebmops.core.errors import BundleError, ObjectNotFound, SignatureError
 from registry.objectstore.base import ObjectStore
 from registry.signing import SigningKey, sign_document, verify_document
 

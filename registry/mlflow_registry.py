@@ -18,7 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from ebmops.errors import RegistryError
+from ebmops.core.aliases import CHALLENGER
+from ebmops.core.errors import RegistryError
 from registry import lineage
 from registry.inputs import (
     LIST_HINT,
@@ -47,7 +48,7 @@ from registry.records import ModelVersionInfo
 if TYPE_CHECKING:
     import numpy as np
 
-    from ebmops.settings import Settings
+    from ebmops.core.settings import Settings
 
 MODEL_ARTIFACT = "model"  # name of the logged model inside its run
 
@@ -204,7 +205,7 @@ class ModelRegistry:
 
     # ---- versions --------------------------------------------------------------------------
     def register(self, run_id: str, *, tags: Mapping[str, Any] | None = None,
-                 alias: str | None = "challenger") -> ModelVersionInfo:
+                 alias: str | None = CHALLENGER) -> ModelVersionInfo:
         """Register the model of a training run as a new version and point ``alias`` at it.
 
         Idempotent: when a version of this run exists already, it is returned and no second one is

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ebmops.errors import RegistryError
+from ebmops.core.errors import RegistryError
 
 # Aliases follow MLflow's rules; checking them before any write keeps a bad alias from
 # leaving a half-registered version behind.

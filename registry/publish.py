@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ebmops.errors import RegionSyncFailed
+from ebmops.core.errors import RegionSyncFailed
 from registry.bundle import MODEL_ROLE, PublishStats, build_manifest, publish_bundle
 from registry.desired_state import next_desired, read_desired, repair_desired, write_desired
 from registry.objectstore.base import ObjectStore
@@ -126,7 +126,7 @@ def sync_version(settings, model_file: Path, *, model_name: str, version: str, f
         RegionSyncFailed: after recording, when some regions failed.
         SigningKeyMissing: no signing key is configured (and not in dev mode).
     """
-    from ebmops.state import open_store
+    from ebmops.core.state import open_store
     from registry.objectstore.factory import stores_for_regions
     from registry.signing import signing_key
 

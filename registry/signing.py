@@ -31,7 +31,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from ebmops.errors import ConfigError, SignatureError, SigningKeyMissing
+from ebmops.core.errors import ConfigError, SignatureError, SigningKeyMissing
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def signing_key(settings, *, verify_only: bool = False) -> SigningKey:
     """The sync key from settings.
 
     Args:
-        settings: resolved ``ebmops.settings.Settings``.
+        settings: resolved ``ebmops.core.settings.Settings``.
         verify_only: a node that only verifies; with ed25519 it may hold just ``sync.verify_key``.
     Raises:
         SigningKeyMissing: no key configured and ``sync.dev_mode`` is off (names the setting).

@@ -37,8 +37,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
-from ebmops.errors import ConfigError
-from ebmops.settings import REGION_NAME_PATTERN, Settings
+from ebmops.core.errors import ConfigError
+from ebmops.core.settings import REGION_NAME_PATTERN, Settings
 from registry.objectstore.base import ObjectStore
 from registry.signing import SigningKey
 from serving.batcher import MicroBatcher

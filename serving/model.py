@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ebmops.errors import BundleError
+from ebmops.core.errors import BundleError
 from registry.bundle import fetch_bundle
 from registry.manifest import Manifest
 from registry.objectstore.base import ObjectStore

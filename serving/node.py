@@ -12,8 +12,8 @@ import logging
 import socket
 import sys
 
-from ebmops.errors import ConfigError
-from ebmops.settings import Settings
+from ebmops.core.errors import ConfigError
+from ebmops.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Literal
 
-from ebmops.errors import BundleError, DesiredStateError, StoreError
+from ebmops.core.errors import BundleError, DesiredStateError, StoreError
 from registry.desired_state import DesiredState, read_desired
 from registry.objectstore.base import ObjectStore
 from registry.signing import SigningKey

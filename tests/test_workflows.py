@@ -352,8 +352,8 @@ def _ebmops(args: list[str], env: dict, cwd: Path, timeout: float) -> subprocess
 
 
 def test_down_leaves_a_pid_that_runs_another_program_alone(tmp_path):
-    from ebmops.settings import load_settings
-    from ebmops.stack import down, write_pidfile
+    from ebmops.core.settings import load_settings
+    from ebmops.tools.stack import down, write_pidfile
 
     s = load_settings(home=tmp_path / "home")
     sdir = s.home / "stack"

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ebmops.errors import ConfigError
+from ebmops.core.errors import ConfigError
 
 TIME_BUDGET = "time_budget"
 COST_CEILING = "cost_ceiling"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ebmops.errors import ConfigError
+from ebmops.core.errors import ConfigError
 
 
 def score(model: torch.nn.Module, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ebmops.data.schema import LABEL, Dataset
-from ebmops.errors import ConfigError
+from ebmops.core.data.schema import LABEL, Dataset
+from ebmops.core.errors import ConfigError
 
 
 @dataclass

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ebmops.errors import ConfigError
+from ebmops.core.errors import ConfigError
 
 
 def _mps_available() -> bool:

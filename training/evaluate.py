@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from ebmops.errors import DatasetError
+from ebmops.core.errors import DatasetError
 
 
 def detection_metrics(scores: np.ndarray, y: np.ndarray) -> dict[str, float]:

@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ebmops.errors import ConfigError
+from ebmops.core.errors import ConfigError
 
 EnergyFn = Callable[[torch.Tensor], torch.Tensor]
 

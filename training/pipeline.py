@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ebmops.data import Dataset
+from ebmops.core.data import Dataset
 from training.calibrate import calibrate, score
 from training.data import DataSplit, split_dataset
 from training.evaluate import detection_metrics, isolation_forest_baseline

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from ebmops.errors import EbmopsError
-from ebmops.settings import TrainingSettings
+from ebmops.core.errors import EbmopsError
+from ebmops.core.settings import TrainingSettings
 from training.atomic import atomic_write
 from training.trainer import train_energy_model
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ebmops.errors import ConfigError, TrainingStopped
+from ebmops.core.errors import ConfigError, TrainingStopped
 from training.atomic import atomic_write, remove_stale_temps
 from training.budget import cost_of, next_epoch_verdict, price_for
 from training.device import amp_mode, resolve_device

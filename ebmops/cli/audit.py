@@ -1,4 +1,4 @@
-"""``ebmops audit verify`` and ``ebmops audit log``: the tamper-evident audit log (ebmops/audit.py)."""
+"""``ebmops audit verify`` and ``ebmops audit log``: the tamper-evident audit log (ebmops/core/state/audit.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Optional
 import typer
 
 from ebmops.cli import context
-from ebmops.cli.output import console, print_json, print_table
-from ebmops.errors import AuditChainBroken
+from ebmops.core.console import console, print_json, print_table
+from ebmops.core.errors import AuditChainBroken
 
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
 
@@ -16,7 +16,7 @@ audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log
 @audit_app.command("verify")
 def verify(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Recompute the audit log's hash chain; exits 8 when broken, naming the first bad record."""
-    from ebmops.audit import verify as verify_chain
+    from ebmops.core.state.audit import verify as verify_chain
 
     store = context.store()
     try:
@@ -39,7 +39,7 @@ def log(model: Optional[str] = typer.Option(None, "--model", "-m", help="Only re
         limit: int = typer.Option(50, "--limit", "-n", min=1, help="Newest records to show."),
         json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """The newest audit records, newest first."""
-    from ebmops.audit import list_entries
+    from ebmops.core.state.audit import list_entries
 
     store = context.store()
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ebmops.cli import context
-from ebmops.cli.output import print_json, print_kv, print_table
+from ebmops.core.console import print_json, print_kv, print_table
 
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: fetch and inspect.")
 quarantine_app = typer.Typer(no_args_is_help=True, help="Batches that failed validation.")
@@ -18,7 +18,7 @@ config_app = typer.Typer(no_args_is_help=True, help="Resolved configuration.")
 def fetch(dataset: str = typer.Option(None, help="Dataset name (default: data.dataset)."),
           json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Fetch (or read from cache) a dataset and show its regional batches."""
-    from ebmops.data import load_dataset, region_batches
+    from ebmops.core.data import load_dataset, region_batches
 
     s = context.settings()
     ds = load_dataset(dataset or s.data.dataset, s)
@@ -38,7 +38,7 @@ def validate(path: Path = typer.Argument(..., help="Parquet or CSV batch to vali
              region: str = typer.Option(None, help="Region the batch comes from (recorded with a quarantine)."),
              json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Validate an event batch; a failing batch is quarantined and the command exits 3."""
-    from ebmops.validation import validate_file
+    from ebmops.core.validation import validate_file
 
     s = context.settings()
     result = validate_file(path, dataset or s.data.dataset, s, store=context.store(), region=region)
@@ -63,7 +63,7 @@ def quarantine_list(json_out: bool = typer.Option(False, "--json", help="Machine
 @config_app.command("show")
 def config_show(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """The resolved settings (environment > ebmops.yaml > defaults)."""
-    from ebmops.settings import config_path
+    from ebmops.core.settings import config_path
 
     s = context.settings()
     dump = s.model_dump(mode="json")

@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from ebmops.cli import context
-from ebmops.cli.output import console, print_json, print_table
+from ebmops.core.console import console, print_json, print_table
 
 drift_app = typer.Typer(no_args_is_help=True, help="Live energy drift per region.")
 
@@ -17,7 +17,7 @@ def check(region: Optional[List[str]] = typer.Option(None, "--region", "-r", hel
           json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Run the drift-monitor flow now: Δ per region, breaches emitted as ebmops.drift.breached."""
     s = context.settings()
-    from ebmops.steps.sync import check_regions
+    from ebmops.services.sync import check_regions
     from flows.drift_monitor import drift_monitor
 
     check_regions(s, region)

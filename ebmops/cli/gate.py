@@ -5,33 +5,9 @@ from __future__ import annotations
 import typer
 
 from ebmops.cli import context
-from ebmops.cli.output import console, print_json, print_table
-from ebmops.errors import EbmopsError
-
-
-class GateRejected(EbmopsError):
-    """The gate failed: the version does not get the ``candidate`` alias."""
-
-    exit_code = 4
-
-
-class GateHeld(EbmopsError):
-    """The gate was inconclusive: the version waits for a human review."""
-
-    exit_code = 5
-
-
-def print_gate(report: dict) -> None:
-    rows = [{"check": c["name"], "verdict": c["verdict"], "value": c.get("value"), "threshold": c.get("threshold"),
-             "reason": c.get("reason")} for c in report["checks"]]
-    champ = report.get("champion_version")
-    title = (f"gate of {report['model_name']} v{report['model_version']} against "
-             f"{'champion v' + champ if champ else 'no champion (comparisons skipped)'}")
-    print_table(rows, ["check", "verdict", "value", "threshold", "reason"], title=title)
-    colour = {"pass": "green", "skipped": "green", "inconclusive": "yellow", "fail": "red"}[report["verdict"]]
-    note = " (every measured check passed; comparisons with a champion were skipped)" \
-        if report["verdict"] == "skipped" else ""
-    console.print(f"verdict: [{colour}]{report['verdict']}[/{colour}]{note} -> {report['action']}")
+from ebmops.core.console import print_json
+from ebmops.core.errors import GateHeld, GateRejected
+from ebmops.tools.views import print_gate
 
 
 def raise_for_verdict(out: dict) -> None:

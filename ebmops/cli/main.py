@@ -16,8 +16,8 @@ from ebmops.cli import rollout as rollout_cmd
 from ebmops.cli import stack as stack_cmd
 from ebmops.cli import sync as sync_cmd
 from ebmops.cli import train as train_cmd
-from ebmops.cli.output import err_console
-from ebmops.errors import EbmopsError
+from ebmops.core.console import err_console
+from ebmops.core.errors import EbmopsError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="ebmops: validate, train, gate, register and roll out energy-based anomaly models.")

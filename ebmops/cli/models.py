@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from ebmops.cli import context
-from ebmops.cli.output import print_json, print_kv, print_table
+from ebmops.core.console import print_json, print_kv, print_table
 
 models_app = typer.Typer(no_args_is_help=True, help="Registered model versions and their aliases.")
 runs_app = typer.Typer(no_args_is_help=True, help="Training runs recorded in the state store.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from ebmops.cli import context
-from ebmops.cli.output import console
+from ebmops.core.console import console
 
 
 def node(region: str = typer.Option(..., "--region", help="Region to serve; one of data.regions."),

@@ -7,16 +7,10 @@ from typing import List, Optional
 import typer
 
 from ebmops.cli import context
-from ebmops.cli.output import console, print_json, print_table
-from ebmops.errors import EbmopsError
+from ebmops.core.console import console, print_json, print_table
+from ebmops.core.errors import RolloutNotPromoted
 
 rollout_app = typer.Typer(no_args_is_help=True, help="Canary rollouts region by region.")
-
-
-class RolloutNotPromoted(EbmopsError):
-    """The rollout ended without promoting the version."""
-
-    exit_code = 12
 
 
 def _print_status(out: dict) -> None:
@@ -50,7 +44,7 @@ def start(version: str = typer.Argument("@candidate", help="Version number or @a
     s = context.settings()
     if auto_approve and not as_:
         raise typer.BadParameter("--auto-approve needs --as NAME (an on-call roster member)", param_hint="--as")
-    from ebmops.steps.rollout import plan_for
+    from ebmops.services.rollout import plan_for
     from flows.rollout import rollout as rollout_flow
 
     plan_for(s, hotfix=hotfix, regions=region, bake_s=bake)  # a bad plan fails before a flow run starts
@@ -77,7 +71,7 @@ def status(rollout_id: str = typer.Argument(None, help="Rollout id (default: the
            json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Region, phase, step, weight, verdict and who it waits for."""
     s = context.settings()
-    from ebmops.steps.rollout import status as rollout_status
+    from ebmops.services.rollout import status as rollout_status
 
     out = rollout_status(context.store(), rollout_id, model=s.registry.model_name)
     if json_out:
@@ -89,7 +83,7 @@ def status(rollout_id: str = typer.Argument(None, help="Rollout id (default: the
 def _decide(rollout_id: str, approve: bool, as_: str, comment: str | None, region: str | None,
             json_out: bool) -> None:
     s = context.settings()
-    from ebmops.steps.rollout import decide
+    from ebmops.services.rollout import decide
 
     out = decide(s, context.store(), rollout_id, approve=approve, actor=as_, comment=comment, region=region)
     if json_out:
@@ -125,9 +119,9 @@ def rollback(model: str = typer.Argument(..., help="Model name (registry.model_n
              json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Return regions to their previous stable version in one command."""
     s = context.settings()
-    from ebmops.errors import ConfigError
-    from ebmops.steps.rollout import rollback as do_rollback
-    from ebmops.steps.sync import check_regions
+    from ebmops.core.errors import ConfigError
+    from ebmops.services.rollout import rollback as do_rollback
+    from ebmops.services.sync import check_regions
 
     if model != s.registry.model_name:
         raise ConfigError(f"MODEL: {model!r} is not the configured model {s.registry.model_name!r} "

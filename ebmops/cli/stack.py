@@ -1,18 +1,12 @@
-"""``ebmops up`` / ``ebmops down``: the whole control plane on this machine (see ebmops/stack.py)."""
+"""``ebmops up`` / ``ebmops down``: the whole control plane on this machine (see ebmops/tools/stack.py)."""
 
 from __future__ import annotations
 
 import typer
 
 from ebmops.cli import context
-from ebmops.cli.output import console, err_console, print_json, print_table
-from ebmops.errors import EbmopsError
-
-
-class DeployFailed(EbmopsError):
-    """The stack runs, but deploying the flows failed."""
-
-    exit_code = 1
+from ebmops.core.console import console, err_console, print_json, print_table
+from ebmops.core.errors import DeployFailed
 
 
 def up(prefect_port: int = typer.Option(4200, "--prefect-port", min=1, max=65535, help="Port of the Prefect server."),
@@ -23,11 +17,11 @@ def up(prefect_port: int = typer.Option(4200, "--prefect-port", min=1, max=65535
                                      help="Seconds each server and node may take to answer its health URL."),
        json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Start Prefect and MLflow servers, the `local` work pool and worker, one node per region (in the
-    background, pid files and logs under <home>/stack/), then deploy the flows (exit 2 when something is
+    background, pid files and logs under <home>/stack/), then deploy the flows (exit 16 when something is
     already running or a port is taken)."""
     s = context.settings()
-    from ebmops.stack import StackOptions
-    from ebmops.stack import up as stack_up
+    from ebmops.tools.stack import StackOptions
+    from ebmops.tools.stack import up as stack_up
 
     say = (lambda _m: None) if json_out else (lambda m: err_console.print(f"[dim]{m}[/dim]", highlight=False))
     report = stack_up(s, StackOptions(prefect_port=prefect_port, mlflow_port=mlflow_port, deploy=deploy,
@@ -65,7 +59,7 @@ def down(json_out: bool = typer.Option(False, "--json", help="Machine-readable o
     """Stop the processes `ebmops up` started (those whose pid files it wrote, while the pid still runs the
     recorded command line) and remove their pid files."""
     s = context.settings()
-    from ebmops.stack import down as stack_down
+    from ebmops.tools.stack import down as stack_down
 
     results = stack_down(s)
     if json_out:

@@ -7,16 +7,10 @@ from typing import List, Optional
 import typer
 
 from ebmops.cli import context
-from ebmops.cli.output import console, print_json, print_table
-from ebmops.errors import EbmopsError
+from ebmops.core.console import console, print_json, print_table
+from ebmops.core.errors import RegionsInconsistent
 
 regions_app = typer.Typer(no_args_is_help=True, help="Regional stores and nodes.")
-
-
-class RegionsInconsistent(EbmopsError):
-    """Some region does not serve what it should."""
-
-    exit_code = 7
 
 
 def sync(version: str = typer.Argument(None, help="Version number or @alias (default: @candidate, else @champion)."),
@@ -30,7 +24,7 @@ def sync(version: str = typer.Argument(None, help="Version number or @alias (def
          json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Publish a version to the regional stores as stable and have the nodes load it."""
     s = context.settings()
-    from ebmops.steps.sync import check_regions
+    from ebmops.services.sync import check_regions
     from flows.sync import sync as sync_flow
 
     check_regions(s, region)  # a bad --region fails before a flow run starts
@@ -58,7 +52,7 @@ def status(region: Optional[List[str]] = typer.Option(None, "--region", "-r", he
            json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Desired versions per region and what each node serves; exits 7 on any inconsistency."""
     s = context.settings()
-    from ebmops.steps.sync import regions_status
+    from ebmops.services.sync import regions_status
 
     out = regions_status(s, region)
     if json_out:

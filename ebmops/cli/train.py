@@ -6,26 +6,9 @@ from __future__ import annotations
 import typer
 
 from ebmops.cli import context
-from ebmops.cli.gate import print_gate, raise_for_verdict
-from ebmops.cli.output import console, print_json, print_kv, print_table
-
-
-def _result_tables(res: dict, settings) -> None:
-    m = res["metrics"]
-    print_table([{"model": "EBM", "AUROC": m.get("ebm_auroc"), "average precision": m.get("ebm_ap"),
-                  "seconds": m.get("train_seconds")},
-                 {"model": "IsolationForest (same split)", "AUROC": m.get("iforest_auroc"),
-                  "average precision": m.get("iforest_ap"), "seconds": m.get("iforest_seconds")}],
-                ["model", "AUROC", "average precision", "seconds"], title=f"detection on the {res['dataset']} holdout")
-    print_kv({"model": f"{res['model_name']} v{res['version']} (alias challenger)", "device": res["device"],
-              "mixed precision": res["amp"], "epochs": res["epochs"], "training time (s)": m.get("train_seconds"),
-              "training events/s": m.get("events_per_s"), "alert threshold": res["threshold"],
-              "stopped early": res.get("message") if res.get("stopped_reason") else "no"}, title="training")
-
-
-def mlflow_ui_hint(settings) -> str:
-    return (f"mlflow ui --backend-store-uri {settings.resolved_tracking_uri} "
-            f"--default-artifact-root {settings.resolved_artifact_root} --port 5000")
+from ebmops.cli.gate import raise_for_verdict
+from ebmops.tools.views import mlflow_ui_hint, print_gate, train_result_tables
+from ebmops.core.console import console, print_json
 
 
 def train(dataset: str = typer.Option(None, help="Dataset name: kdd99 or one under data.sources."),
@@ -47,7 +30,7 @@ def train(dataset: str = typer.Option(None, help="Dataset name: kdd99 or one und
     if json_out:
         print_json(res)
     else:
-        _result_tables(res, s)
+        train_result_tables(res, s)
         if res.get("gate"):
             print_gate(res["gate"]["report"])
         console.print(f"MLflow UI: [bold]{mlflow_ui_hint(s)}[/bold]")
@@ -59,6 +42,6 @@ def demo() -> None:
     """The lifecycle end to end on embedded defaults: train, gate, sync, serve, canary rollouts, a bad
     candidate rolled back, drift detected and hotfixed (SQLite, local MLflow, temporary Prefect)."""
     context.settings()
-    from ebmops.demo import run_demo
+    from ebmops.tools.demo import run_demo
 
     run_demo()

@@ -9,8 +9,8 @@ each one):
   (for a new key) nothing, never a prefix. Local files go to a temporary file and are renamed;
   S3 PUTs and multipart uploads become visible only when complete.
 * Once a write returns, every later read (from any process) sees it.
-* A missing key raises :class:`ebmops.errors.ObjectNotFound`; any other failure raises
-  :class:`ebmops.errors.StoreError` with the store and key in the message.
+* A missing key raises :class:`ebmops.core.errors.ObjectNotFound`; any other failure raises
+  :class:`ebmops.core.errors.StoreError` with the store and key in the message.
 * Implementations are safe to share between threads.
 
 The store knows nothing about bundles or signatures; ordering (blobs before manifests before
@@ -130,7 +130,7 @@ class ObjectStore(ABC):
 
     def size_or_none(self, key: str) -> int | None:
         """Size of the object under ``key``, or None when there is none (one round trip)."""
-        from ebmops.errors import ObjectNotFound
+        from ebmops.core.errors import ObjectNotFound
 
         try:
             return self.size(key)

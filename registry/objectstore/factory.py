@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from ebmops.settings import REGION_NAME_PATTERN, RegionStoreSettings, Settings
+from ebmops.core.settings import REGION_NAME_PATTERN, RegionStoreSettings, Settings
 from registry.objectstore.base import ObjectStore
 from registry.objectstore.local import LocalStore
 

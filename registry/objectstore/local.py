@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ebmops.errors import ObjectNotFound, StoreError
+from ebmops.core.errors import ObjectNotFound, StoreError
 from registry.objectstore.base import ObjectStore, check_key, check_prefix
 
 _COPY_CHUNK = 1 << 20

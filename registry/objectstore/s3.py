@@ -26,7 +26,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ebmops.errors import ObjectNotFound, StoreError
+from ebmops.core.errors import ObjectNotFound, StoreError
 from registry.objectstore.base import ObjectStore, check_key, check_prefix
 
 _CLIENTS: dict[tuple, Any] = {}

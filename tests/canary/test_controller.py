@@ -12,11 +12,12 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from canary.controller import CHAMPION, PREVIOUS_CHAMPION, Decision, RolloutController, VersionSamples
+from canary.controller import Decision, RolloutController, VersionSamples
+from ebmops.core.aliases import CHAMPION, PREVIOUS_CHAMPION
 from canary.plan import RolloutPlan
-from ebmops.audit import verify
-from ebmops.settings import load_settings
-from ebmops.state import open_store
+from ebmops.core.state.audit import verify
+from ebmops.core.settings import load_settings
+from ebmops.core.state import open_store
 
 REGIONS = ["us-east", "eu-west", "ap-south"]
 
@@ -49,6 +50,10 @@ class FakeTraffic:
         if self.desired[region] != target:  # idempotent, like write-if-different on the real store
             self.desired[region] = target
             self.writes.append((region, *target))
+
+    def served(self, region):
+        self._tick()
+        return self.desired[region][0]
 
     def samples(self, region):
         self._tick()
@@ -159,19 +164,27 @@ def test_a_slow_canary_is_rolled_back_in_the_first_region_and_the_rest_never_sta
     assert "rollback" in [e.kind for e in store.list_audit(limit=100)]
 
 
-def test_rejection_and_approval_timeout_roll_the_wave_back(store, tmp_path):
+def test_a_rejection_rolls_the_wave_back(store, tmp_path):
     rid = _rollout(store, _plan(tmp_path))
+    traffic = FakeTraffic()
     approvals = ScriptedApprovals(answers=[Decision(False, "bob", "energies look odd")])
-    final = _ctl(store, FakeTraffic(), approvals=approvals).run(rid)
+    final = _ctl(store, traffic, approvals=approvals).run(rid)
     assert final.phase == "rolled_back"
-    assert "rejected by bob" in final.region("us-east").message
-    store.close()
+    us = final.region("us-east")
+    assert us.phase == "rolled_back" and "rejected by bob" in us.message
+    assert [r.phase for r in final.regions[1:]] == ["aborted", "aborted"]
+    assert traffic.desired["us-east"] == ("1", None, 0.0)
+    assert [(d.kind, d.actor) for d in store.list_decisions(rid)] == [("reject", "bob")]
 
 
-def test_approval_timeout(store, tmp_path):
+def test_an_approval_timeout_rolls_the_wave_back(store, tmp_path):
     rid = _rollout(store, _plan(tmp_path))
-    final = _ctl(store, FakeTraffic(), approvals=ScriptedApprovals(answers=[None])).run(rid)
+    traffic = FakeTraffic()
+    final = _ctl(store, traffic, approvals=ScriptedApprovals(answers=[None])).run(rid)
     assert final.phase == "rolled_back"
+    us = final.region("us-east")
+    assert us.phase == "rolled_back" and "timed out" in us.message
+    assert traffic.desired["us-east"] == ("1", None, 0.0)
     assert [d.kind for d in store.list_decisions(rid)] == ["timeout"]
 
 
@@ -182,6 +195,10 @@ def test_marginal_waits_for_a_human_who_lets_it_go_on(store, tmp_path):
     final = _ctl(store, traffic, approvals=approvals).run(rid)
     assert approvals.asked, "a marginal step must wait for a human"
     assert final.phase == "promoted"
+    verdicts = [e.payload["verdict"] for e in store.list_audit(limit=1000) if e.kind == "analysis"]
+    assert "marginal" in verdicts and "fail" not in verdicts, verdicts
+    # the human was asked exactly where the judge said marginal (and nowhere else: the plan asks for none)
+    assert len(approvals.asked) == verdicts.count("marginal") + verdicts.count("inconclusive")
 
 
 def test_killed_at_any_point_a_resume_finishes_without_repeating_a_step(store, tmp_path):
@@ -191,7 +208,6 @@ def test_killed_at_any_point_a_resume_finishes_without_repeating_a_step(store, t
     _ctl(store, reference).run(rid0)
     total = reference.calls
     for crash_at in range(0, total, 3):
-        store.update_rollout_phase  # noqa: B018 - the same store; one rollout at a time
         rid = _rollout(store, plan, version="2")
         traffic = FakeTraffic(crash_after=crash_at)
         with pytest.raises(Crash):
@@ -243,7 +259,9 @@ def test_a_hotfix_rollout_never_moves_the_champion(store, tmp_path):
 
 def test_store_approvals_receive_a_cli_decision_and_refuse_names_off_the_roster(store, tmp_path, monkeypatch):
     """``ebmops approve`` without a Prefect server: the decision goes through the state store."""
-    from ebmops.steps.rollout import NotOnRoster, StoreApprovals, decide
+    from ebmops.adapters.approvals import StoreApprovals
+    from ebmops.core.errors import NotOnRoster
+    from ebmops.services.rollout import decide
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     settings = load_settings(home=tmp_path / "home")

@@ -3,8 +3,8 @@
 import pytest
 
 from canary.plan import PlanError, RolloutPlan
-from ebmops.errors import ConfigError
-from ebmops.settings import load_settings
+from ebmops.core.errors import ConfigError
+from ebmops.core.settings import load_settings
 
 
 def test_defaults_from_settings(settings):

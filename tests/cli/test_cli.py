@@ -74,7 +74,7 @@ def test_regions_status_flags_unsynced_regions_and_exits_7(tmp_path):
 def test_validate_quarantines_a_bad_batch_with_exit_3(tmp_path, data_home, kdd99):
     import pandas as pd
 
-    from ebmops.settings import load_settings
+    from ebmops.core.settings import load_settings
 
     home = tmp_path / "home"
     (home / "data").mkdir(parents=True)

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from ebmops.state import open_store
+from ebmops.core.state import open_store
 
 pytestmark = pytest.mark.slow
 

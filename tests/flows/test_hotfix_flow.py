@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ebmops.state import open_store
+from ebmops.core.state import open_store
 from tests.flows.test_sync_flow import _free_base_port
 
 pytestmark = pytest.mark.slow
@@ -17,12 +17,12 @@ REGION = "eu-west"
 
 
 def test_a_drifted_region_is_detected_hotfixed_and_serves_the_fix(prefect_server, flow_env, monkeypatch, kdd99):
-    from ebmops.audit import verify
-    from ebmops.demo import drift_scenario
-    from ebmops.localnodes import start_nodes
-    from ebmops.replay import Replayer
-    from ebmops.settings import get_settings, load_settings
-    from ebmops.steps.sync import regions_status
+    from ebmops.core.state.audit import verify
+    from ebmops.tools.demo import drift_scenario
+    from ebmops.tools.localnodes import start_nodes
+    from ebmops.tools.replay import Replayer
+    from ebmops.core.settings import get_settings, load_settings
+    from ebmops.services.sync import regions_status
     from flows.sync import sync
     from flows.train import train
     from registry import ModelRegistry

@@ -16,8 +16,8 @@ import time
 import numpy as np
 import pytest
 
-from ebmops.settings import load_settings
-from ebmops.state import open_store
+from ebmops.core.settings import load_settings
+from ebmops.core.state import open_store
 from tests.flows.test_sync_flow import _free_base_port
 
 pytestmark = pytest.mark.slow
@@ -43,9 +43,9 @@ def _wait(pred, timeout=180, what="condition"):
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, data_home, kdd99):
-    from ebmops.localnodes import start_nodes
-    from ebmops.runtime import env_overrides
-    from ebmops.replay import Replayer
+    from ebmops.tools.localnodes import start_nodes
+    from ebmops.core.runtime import env_overrides
+    from ebmops.tools.replay import Replayer
     from registry import ModelRegistry
     from tests.servers import prefect_server_process
 
@@ -78,7 +78,7 @@ def stack(tmp_path_factory, data_home, kdd99):
 
 
 def test_rollout_with_prefect_approval_kill_and_resume(stack):
-    from ebmops.audit import verify
+    from ebmops.core.state.audit import verify
     from registry import ModelRegistry
 
     env, settings, v1, v2 = stack["env"], stack["settings"], stack["v1"], stack["v2"]
@@ -168,7 +168,7 @@ def _paused(env) -> int:
 
 
 def test_a_bad_candidate_is_rolled_back_automatically_then_manual_rollbacks(stack):
-    from ebmops.audit import verify
+    from ebmops.core.state.audit import verify
 
     env, settings, v1, v2, v3 = stack["env"], stack["settings"], stack["v1"], stack["v2"], stack["v3"]
     store = open_store(settings)

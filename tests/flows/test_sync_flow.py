@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from ebmops.state import open_store
+from ebmops.core.state import open_store
 
 pytestmark = pytest.mark.slow
 
@@ -37,9 +37,9 @@ def _free_base_port(n: int) -> int:
 
 
 def test_sync_publishes_to_every_region_and_the_nodes_serve_it(prefect_server, flow_env, monkeypatch, kdd99):
-    from ebmops.localnodes import start_nodes
-    from ebmops.settings import get_settings, load_settings
-    from ebmops.steps.sync import regions_status
+    from ebmops.tools.localnodes import start_nodes
+    from ebmops.core.settings import get_settings, load_settings
+    from ebmops.services.sync import regions_status
     from flows.sync import sync
     from flows.train import train
     from registry.desired_state import next_desired, read_desired, write_desired

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from ebmops.errors import ValidationFailed
-from ebmops.state import open_store
+from ebmops.core.errors import ValidationFailed
+from ebmops.core.state import open_store
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ebmops.settings import GateSettings
+from ebmops.core.settings import GateSettings
 from gates.checks import check_data_drift
 from gates.data_drift import feature_drift
 from gates.verdict import Verdict

@@ -7,7 +7,7 @@ import math
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from ebmops.settings import GateSettings, load_settings
+from ebmops.core.settings import GateSettings, load_settings
 from gates.checks import DetectionMetrics
 from gates.engine import GateMeasurements, evaluate_gate
 from gates.latency import LatencyStats

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from ebmops.errors import BundleError, StoreError
+from ebmops.core.errors import BundleError, StoreError
 from registry.bundle import (
     blob_key,
     bundle_dir,

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from ebmops.errors import ConfigError, SignatureError, SigningKeyMissing
-from ebmops.settings import load_settings
+from ebmops.core.errors import ConfigError, SignatureError, SigningKeyMissing
+from ebmops.core.settings import load_settings
 from registry.bundle import fetch_bundle, publish_bundle
 from registry.objectstore import LocalStore
 from registry.signing import (

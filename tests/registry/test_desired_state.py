@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ebmops.errors import DesiredStateError
+from ebmops.core.errors import DesiredStateError
 from registry.bundle import manifest_key, publish_bundle
 from registry.desired_state import (
     DesiredState,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ebmops.errors import RegistryError
+from ebmops.core.errors import RegistryError
 from registry import ModelRegistry, lineage
 from tests.registry.conftest import FEATURES
 from tests.servers import free_port

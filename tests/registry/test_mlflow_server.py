@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from ebmops.errors import RegistryError
+from ebmops.core.errors import RegistryError
 from registry import ModelRegistry
 from tests.registry.conftest import FEATURES, save_scripted
 from tests.servers import free_port, wait_http

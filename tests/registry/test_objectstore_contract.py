@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ebmops.errors import ObjectNotFound, StoreError
+from ebmops.core.errors import ObjectNotFound, StoreError
 from registry.objectstore import LocalStore
 from tests.registry.sync_fixtures import objstore, s3_store  # noqa: F401 - fixtures
 

@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from ebmops.settings import load_settings
+from ebmops.core.settings import load_settings
 from registry.objectstore import LocalStore, S3Store, store_for_region, stores_for_regions
 
 

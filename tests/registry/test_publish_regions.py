@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
-from ebmops.errors import RegionSyncFailed, StoreError
-from ebmops.settings import load_settings
-from ebmops.state import StateStore
+from ebmops.core.errors import RegionSyncFailed, StoreError
+from ebmops.core.settings import load_settings
+from ebmops.core.state import StateStore
 from registry.bundle import fetch_bundle
 from registry.desired_state import read_desired
 from registry.objectstore import LocalStore, S3Store

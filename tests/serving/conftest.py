@@ -18,8 +18,9 @@ from typing import Iterator
 import httpx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from ebmops.settings import load_settings
+from ebmops.core.settings import load_settings
 from registry.bundle import publish_bundle
 from registry.desired_state import next_desired, read_desired, write_desired
 from registry.objectstore import LocalStore
@@ -138,3 +139,22 @@ def running_node(settings, store, key, region: str = REGION) -> Iterator[Running
 def node_factory(node_settings, store, key):
     """Start nodes on demand (``with node_factory() as n``), all stopped at the end of the test."""
     return lambda **kw: running_node(kw.pop("settings", node_settings), store, key, **kw)
+
+
+def publish_with_calibration(store, key, tmp_path, version: str, calibration: np.ndarray):
+    """Publish a version whose bundle carries its calibration energies (the energy-shift gauge's reference)."""
+    path = model_file(tmp_path, version)
+    cal = tmp_path / f"cal-{version}.npy"
+    np.save(cal, calibration.astype(np.float32))
+    publish_bundle(store, path, model_name=MODEL, version=version, features=FEATURES, threshold=THRESHOLDS[version],
+                   gate_verdict="pass", key=key, extra_files={"calibration": cal})
+    return path
+
+
+def metric_samples(text: str) -> dict[tuple, float]:
+    """{(sample name, sorted labels): value} of a Prometheus text page (parsing it proves it is valid)."""
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out

@@ -8,8 +8,7 @@ import pytest
 
 from serving.payload import F32, InputError, parse_f32
 from tests.registry.sync_fixtures import FEATURES
-from tests.serving.conftest import THRESHOLDS, publish, set_desired, torch_energies
-from tests.serving.test_node import metric_samples
+from tests.serving.conftest import THRESHOLDS, metric_samples, publish, set_desired, torch_energies
 
 NF = len(FEATURES)
 HDR = {"content-type": F32}

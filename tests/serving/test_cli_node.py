@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from ebmops.settings import load_settings
+from ebmops.core.settings import load_settings
 from registry.objectstore.factory import store_for_region
 from registry.signing import hmac_key
 from tests.registry.sync_fixtures import FEATURES

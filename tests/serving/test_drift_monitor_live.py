@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from ebmops.settings import load_settings
-from ebmops.state import open_store
-from ebmops.steps import drift as steps
+from ebmops.core.settings import load_settings
+from ebmops.core.state import open_store
+from ebmops.services import drift as steps
 from tests.registry.sync_fixtures import FEATURES
-from tests.serving.conftest import REGION, model_file, running_node, set_desired, torch_energies
-from tests.serving.test_drift_signals import _publish_with_calibration
+from tests.serving.conftest import REGION, model_file, publish_with_calibration, running_node, set_desired, torch_energies
 
 
 def test_monitor_levels_and_hotfix_decisions_on_a_live_node(store, key, tmp_path):
     rng = np.random.default_rng(1)
     ref = rng.normal(0, 1, size=(5000, len(FEATURES))).astype(np.float32)
     calibration = torch_energies(model_file(tmp_path, "1"), ref)
-    _publish_with_calibration(store, key, tmp_path, "1", calibration)
+    publish_with_calibration(store, key, tmp_path, "1", calibration)
     set_desired(store, key, "1")
     node_settings = load_settings(home=tmp_path / "node", serving={"poll_interval_s": 30.0, "stats_window": 2048})
     with running_node(node_settings, store, key) as n:

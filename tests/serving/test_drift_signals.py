@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from registry.bundle import publish_bundle
 from tests.registry.sync_fixtures import FEATURES
-from tests.serving.conftest import MODEL, THRESHOLDS, model_file, set_desired, torch_energies
-from tests.serving.test_node import metric_samples
-
-
-def _publish_with_calibration(store, key, tmp_path, version: str, calibration: np.ndarray):
-    path = model_file(tmp_path, version)
-    cal = tmp_path / f"cal-{version}.npy"
-    np.save(cal, calibration.astype(np.float32))
-    publish_bundle(store, path, model_name=MODEL, version=version, features=FEATURES, threshold=THRESHOLDS[version],
-                   gate_verdict="pass", key=key, extra_files={"calibration": cal})
-    return path
+from tests.serving.conftest import metric_samples, model_file, publish_with_calibration, set_desired, torch_energies
 
 
 def test_energy_shift_gauge_and_recent_events(node_factory, store, key, tmp_path):
@@ -24,7 +13,7 @@ def test_energy_shift_gauge_and_recent_events(node_factory, store, key, tmp_path
     x_ref = rng.normal(0, 1, size=(3000, len(FEATURES))).astype(np.float32)
     path = model_file(tmp_path, "1")
     calibration = torch_energies(path, x_ref)  # the version's own energies on reference traffic
-    _publish_with_calibration(store, key, tmp_path, "1", calibration)
+    publish_with_calibration(store, key, tmp_path, "1", calibration)
     set_desired(store, key, "1")
     with node_factory() as n:
         n.wait_ready()

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.registry.sync_fixtures import FEATURES
-from tests.serving.conftest import publish, set_desired
-from tests.serving.test_node import metric_samples
+from tests.serving.conftest import metric_samples, publish, set_desired
 
 NF = len(FEATURES)
 ROW = [0.5] * NF

@@ -5,19 +5,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.registry.sync_fixtures import FEATURES
-from tests.serving.conftest import MODEL, THRESHOLDS, publish, set_desired, torch_energies
-
-
-def metric_samples(text: str) -> dict[tuple, float]:
-    """{(sample name, sorted labels): value} of a Prometheus text page (parsing it proves it is valid)."""
-    out = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
+from tests.serving.conftest import MODEL, THRESHOLDS, metric_samples, publish, set_desired, torch_energies
 
 
 def test_node_serves_the_published_version(node_factory, store, key, tmp_path):

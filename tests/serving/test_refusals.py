@@ -11,8 +11,7 @@ from registry.desired_state import desired_key, make_desired, read_desired, writ
 from registry.manifest import manifest_key
 from registry.signing import hmac_key
 from tests.registry.sync_fixtures import FEATURES
-from tests.serving.conftest import MODEL, publish, set_desired
-from tests.serving.test_node import metric_samples
+from tests.serving.conftest import MODEL, metric_samples, publish, set_desired
 
 
 def tamper_manifest(store, version):

@@ -80,19 +80,26 @@ def test_hot_swap_under_load_fails_no_request(node_factory, store, key, tmp_path
                     except Exception as e:  # noqa: BLE001 - any failure fails the test
                         failures.append(repr(e))
 
+        def answered(generation: int, n_requests: int = 10) -> None:
+            """Wait until the clients got ``n_requests`` answers from ``generation`` (or one failed)."""
+            deadline = time.monotonic() + 60
+            while sum(g == generation for _, g, _ in list(results)) < n_requests and not failures:
+                assert time.monotonic() < deadline, f"no {n_requests} answers from generation {generation}"
+                time.sleep(0.02)
+
         threads = [threading.Thread(target=client) for _ in range(3)]
         for t in threads:
             t.start()
-        time.sleep(0.5)
+        answered(1)
         publish(store, key, tmp_path, "2")
         set_desired(store, key, "2")
         swap = n.client.post("/admin/reload")
         swapped_at = time.monotonic()
-        time.sleep(0.5)
+        answered(2)
         publish(store, key, tmp_path, "3")
         set_desired(store, key, "2", canary="3", weight=0.5)
         assert n.client.post("/admin/reload").status_code == 200
-        time.sleep(0.5)
+        answered(3)
         stop.set()
         for t in threads:
             t.join(timeout=20)

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from ebmops.errors import BundleError, ConfigError
+from ebmops.core.errors import BundleError, ConfigError
 from serving.batcher import MicroBatcher
 from serving.metrics import EnergyHistograms, Ring
 from serving.payload import InputError, parse_score
@@ -361,7 +361,7 @@ def test_few_and_many_values_give_the_same_histogram_and_ring():
 
 # ---- settings and CLI -----------------------------------------------------------------------
 def test_node_urls_and_ports(tmp_path):
-    from ebmops.settings import load_settings
+    from ebmops.core.settings import load_settings
 
     s = load_settings(home=tmp_path, serving={"node_urls": {"ap-south": "http://node.ap:9000/"}})
     assert s.node_port("us-east") == 8101 and s.node_url("eu-west") == "http://127.0.0.1:8102"
@@ -376,18 +376,16 @@ def test_cli_refuses_an_unknown_region(tmp_path, monkeypatch, capsys):
 
     from ebmops.cli import context
     from ebmops.cli.main import main
-    from ebmops.settings import get_settings
+    from ebmops.core.settings import get_settings
 
     monkeypatch.setenv("EBMOPS_HOME", str(tmp_path))
     monkeypatch.setattr(context, "prepare_environment", lambda s: None)  # leaves the session's environment alone
     monkeypatch.setattr(sys, "argv", ["ebmops", "node", "--region", "mars"])
-    context.settings.cache_clear()
     get_settings.cache_clear()
     try:
         with pytest.raises(SystemExit) as info:
             main()
     finally:
-        context.settings.cache_clear()
         get_settings.cache_clear()
     assert info.value.code == 2
     err = capsys.readouterr().err

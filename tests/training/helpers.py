@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ebmops.settings import TrainingSettings
+from ebmops.core.settings import TrainingSettings
 
 
 def small_cfg(**overrides) -> TrainingSettings:

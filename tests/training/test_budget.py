@@ -2,7 +2,7 @@
 
 import pytest
 
-from ebmops.errors import ConfigError
+from ebmops.core.errors import ConfigError
 from training.budget import COST_CEILING, TIME_BUDGET, cost_of, next_epoch_verdict, price_for
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from ebmops.errors import ConfigError
+from ebmops.core.errors import ConfigError
 from tests.training.helpers import small_cfg
 from training import calibrate, calibrate_threshold, export_torchscript, load_torchscript, score, split_dataset, \
     train_energy_model

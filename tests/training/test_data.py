@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ebmops.errors import ConfigError
+from ebmops.core.errors import ConfigError
 from tests.conftest import make_synthetic
 from training import split_dataset
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ebmops.errors import DatasetError
+from ebmops.core.errors import DatasetError
 from training import detection_metrics, isolation_forest_baseline, split_dataset
 
 

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ebmops.errors import ConfigError
+from ebmops.core.errors import ConfigError
 from training.objective import dsm_loss, nce_loss, objective_for, sample_sigmas
 
 D, N = 4, 20000

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ebmops.settings import TrainingSettings
+from ebmops.core.settings import TrainingSettings
 from tests.conftest import make_synthetic
 from tests.training.helpers import small_cfg
 from training import fit

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ebmops.settings import TrainingSettings
+from ebmops.core.settings import TrainingSettings
 from tests.conftest import make_synthetic
 from tests.training.helpers import same_weights
 from training import CHECKPOINT_NAME, model_from_state, train_energy_model

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from ebmops.errors import ConfigError, TrainingStopped
+from ebmops.core.errors import ConfigError, TrainingStopped
 from tests.training.helpers import same_weights, small_cfg
 from training import CHECKPOINT_NAME, detection_metrics, score, split_dataset, train_energy_model
 

@@ -1,0 +1,154 @@
+"""The real traffic and alias ports of the rollout controller (canary/controller.py).
+
+* ``RegionTraffic``: a region's object store (bundles, signed desired state) and its node
+  (``/admin/reload``, ``/stats``), with each version's energies turned into percentiles of its own
+  calibration energies (gauge-free).
+* ``RegistryAliases``: MLflow aliases (``prod-<region>``, ``champion``, ``previous-champion``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from canary.controller import VersionSamples
+from ebmops.core.errors import EbmopsError, RolloutRefused
+from ebmops.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RegionTraffic:
+    settings: Settings
+    reload_timeout_s: float = 30.0
+    _bundles: dict = field(default_factory=dict)
+    _gauges: dict = field(default_factory=dict)
+    _stores: dict = field(default_factory=dict)
+    _signing_key: object = None
+
+    def _store(self, region: str):
+        """One store per region for the controller's life: an S3 store holds a boto3 client (slow to build)."""
+        if region not in self._stores:
+            from registry.objectstore.factory import store_for_region
+
+            self._stores[region] = store_for_region(self.settings, region)
+        return self._stores[region]
+
+    def _key(self):
+        if self._signing_key is None:
+            from registry.signing import signing_key
+
+            self._signing_key = signing_key(self.settings)
+        return self._signing_key
+
+    def prepare(self, region: str, version: str) -> None:
+        from ebmops.adapters.bundles import prepare
+        from registry.publish import publish_to_regions
+
+        b = self._bundles.get(version) or prepare(self.settings, version)
+        self._bundles[version] = b
+        publish_to_regions({region: self._store(region)}, b.model_file, model_name=b.model_name, version=b.version,
+                           features=b.features, threshold=b.threshold, gate_verdict=b.gate_verdict, key=self._key(),
+                           set_stable=False, metadata=b.metadata, extra_files=b.extra_files or None)
+
+    def set_traffic(self, region: str, *, stable: str | None, canary: str | None, weight: float) -> None:
+        from registry.desired_state import next_desired, read_desired, write_desired
+
+        if stable is None:
+            raise RolloutRefused(f"region {region} has no stable version to fall back to; sync one first "
+                                 "(`ebmops sync VERSION --region {region}`)")
+        model = self.settings.registry.model_name
+        store, key = self._store(region), self._key()
+        current = read_desired(store, model, key)
+        wanted = next_desired(current, model, stable_version=stable, canary_version=canary,
+                              canary_weight=weight if canary else 0.0, updated_by="ebmops-rollout")
+        if not wanted.same_target(current):
+            write_desired(store, wanted, key)
+        self._wait_applied(region, stable, canary, weight if canary else 0.0)
+
+    def _wait_applied(self, region: str, stable: str, canary: str | None, weight: float) -> None:
+        """Reload the node and wait until it serves exactly this; a node that is down is left to its
+        poll (the desired state is the truth), a node that refuses is an error."""
+        from ebmops.adapters.nodes import node_reports
+
+        deadline = time.monotonic() + self.reload_timeout_s
+        while True:
+            rep = node_reports(self.settings, [region], reload=True)[region]
+            if not rep.reachable:
+                log.warning("%s: node unreachable (%s); it will apply the desired state when it polls", region,
+                            rep.error)
+                return
+            if (rep.stable_version, rep.canary_version) == (stable, canary) and \
+                    abs((rep.canary_weight or 0.0) - weight) < 1e-9:
+                return
+            if time.monotonic() > deadline:
+                raise EbmopsError(f"node of {region} does not apply stable {stable} / canary {canary} @ {weight}: it "
+                                  f"serves {rep.stable_version} / {rep.canary_version}"
+                                  + (f" (last error: {rep.last_error})" if rep.last_error else ""))
+            time.sleep(0.2)
+
+    def served(self, region: str) -> str | None:
+        """The stable version the region's node serves now; None when it cannot be reached."""
+        from ebmops.adapters.nodes import node_reports
+
+        rep = node_reports(self.settings, [region])[region]
+        return rep.stable_version if rep.reachable else None
+
+    def _gauge(self, version: str) -> np.ndarray | None:
+        """The version's sorted calibration energies: each live energy becomes its percentile among them.
+
+        Two versions' raw energies are in different gauges (an EBM's energy is defined up to shift and
+        scale, and two trainings differ in shape too). The percentile within a version's own
+        calibration is gauge-free: on the same traffic, two sound versions give the same percentile
+        distribution, and a version whose energies moved gives a different one."""
+        if version not in self._gauges:
+            from registry import ModelRegistry
+
+            reg = ModelRegistry.from_settings(self.settings)
+            try:
+                dst = self.settings.home / "rollouts" / "calibration" / version
+                cal = np.load(reg.download_artifact(version, "calibration_energies.npy", dst))
+                self._gauges[version] = np.sort(np.asarray(cal, dtype=np.float64))
+            except Exception as e:  # noqa: BLE001 - without a calibration the energy metric has no data
+                log.warning("no calibration energies for version %s (%s); its energies are not compared", version, e)
+                self._gauges[version] = None
+        return self._gauges[version]
+
+    def samples(self, region: str) -> dict[str, VersionSamples]:
+        import httpx
+
+        r = httpx.get(self.settings.node_url(region) + "/stats", timeout=10)
+        r.raise_for_status()
+        out = {}
+        for version, s in (r.json().get("by_version") or {}).items():
+            e = np.asarray(s.get("energies") or [], dtype=np.float64)
+            thr = s.get("threshold")
+            cal = self._gauge(version)
+            out[version] = VersionSamples(
+                requests=int(s.get("requests", 0)), events=int(s.get("events", 0)),
+                latency_ms=np.asarray(s.get("latency_ms") or [], dtype=np.float64),
+                outcomes=np.asarray(s.get("outcomes") or [], dtype=np.float64),
+                energies=np.searchsorted(cal, e, side="right") / len(cal) if cal is not None and len(cal) else np.empty(0),
+                alerts=(e > thr).astype(np.float64) if thr is not None else np.empty(0))
+        return out
+
+
+@dataclass
+class RegistryAliases:
+    settings: Settings
+
+    def _reg(self):
+        from registry import ModelRegistry
+
+        return ModelRegistry.from_settings(self.settings)
+
+    def get_alias(self, alias: str) -> str | None:
+        info = self._reg().get_by_alias(alias)
+        return info.version if info else None
+
+    def set_alias(self, alias: str, version: str) -> None:
+        self._reg().set_alias(alias, version)

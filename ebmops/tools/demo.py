@@ -1,0 +1,200 @@
+"""``make demo``: the whole life of the model on embedded defaults, in one process.
+
+SQLite state, a local MLflow, a temporary Prefect server, local region stores and three regional
+nodes on loopback. The acts:
+
+1. validate, train, evaluate, register and gate v1; publish it as stable to every region;
+2. start the three nodes and replay kdd99 events to each: version served, events/s, p99;
+3. train an ordinary retrain (v2), gate it, roll it out region by region with short bakes while
+   the replay goes on, approved as an on-call roster member; final status and the audit log;
+4. a deliberately bad candidate (its threshold flags most events) is rolled back automatically
+   in the first region;
+5. one region's traffic drifts: the monitor detects the breach, the hotfix recalibrates on the
+   region's recent events, gates and rolls out there; the timeline of each step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+
+from ebmops.core.aliases import CHAMPION
+from ebmops.core.console import console, print_kv, print_table
+
+DEMO_ENV = {
+    # short bakes and three steps so the demo finishes in minutes; the defaults are 60 s and 5/25/50/100 %
+    "EBMOPS_ROLLOUT__STEPS": "[0.25, 0.5, 1.0]",
+    "EBMOPS_ROLLOUT__BAKE_S": "3",
+    "EBMOPS_ROLLOUT__HOTFIX__BAKE_S": "3",
+    "EBMOPS_SERVING__POLL_INTERVAL_S": "5",
+}
+
+
+def _settings():
+    from ebmops.core.settings import get_settings, load_settings
+
+    get_settings.cache_clear()
+    return load_settings()
+
+
+def _traffic_table(replay, title: str) -> None:
+    rows = []
+    for r, t in replay.traffic.items():
+        s = t.summary()
+        served = ", ".join(f"v{v}: {n}" for v, n in sorted(s["versions"].items())) or "-"
+        rows.append({"region": r, "served (events)": served, "events/s": s["events_per_s"], "p50 ms": s["p50_ms"],
+                     "p99 ms": s["p99_ms"], "errors": s["errors"]})
+    print_table(rows, ["region", "served (events)", "events/s", "p50 ms", "p99 ms", "errors"], title=title)
+
+
+def _rollout_table(out: dict) -> None:
+    rows = [{**r, "failed": ", ".join(r["failed"]) or None} for r in out["regions"]]
+    print_table(rows, ["region", "phase", "step", "weight", "verdict", "failed", "stable", "canary", "message"],
+                title=f"rollout {out['id'][:8]} of v{out['version']}: {out['phase']}")
+
+
+def run_demo(*, bench_out: str | None = None) -> dict:
+    """Run every act; returns the timings (the drift part is also bench/results/drift.json's source)."""
+    os.environ.update({k: v for k, v in DEMO_ENV.items() if k not in os.environ})
+    if not (os.environ.get("EBMOPS_SYNC__SIGNING_KEY") or os.environ.get("EBMOPS_SYNC__SIGNING_KEY_FILE")):
+        os.environ["EBMOPS_SYNC__DEV_MODE"] = "true"
+        console.print("[yellow]no signing key set: the demo signs bundles with the public development key "
+                      "(sync.dev_mode); set EBMOPS_SYNC__SIGNING_KEY in production[/yellow]")
+    s = _settings()
+    from ebmops.core.runtime import env_overrides, prepare_environment
+
+    prepare_environment(s)
+    from ebmops.tools.views import mlflow_ui_hint, print_gate, train_result_tables
+    from ebmops.tools.localnodes import start_nodes
+    from ebmops.tools.replay import Replayer
+    from ebmops.core.state import open_store
+    from flows.rollout import rollout as rollout_flow
+    from flows.sync import sync as sync_flow
+    from flows.train import train as train_flow
+    from registry import ModelRegistry
+
+    t0 = time.perf_counter()
+    timings: dict = {}
+    approver = s.rollout.oncall_roster[0]
+    reg = ModelRegistry.from_settings(s)
+    console.rule("[bold]ebmops demo[/bold]")
+    console.print(f"home: {s.home}  (state {s.resolved_state_url}, MLflow {s.resolved_tracking_uri})")
+
+    console.rule("1. validate, train, evaluate, register, gate v1; publish it everywhere")
+    res = train_flow()
+    train_result_tables(res, s)
+    print_gate(res["gate"]["report"])
+    v1 = res["version"]
+    if reg.get_by_alias(CHAMPION) is None:
+        reg.set_alias(CHAMPION, v1)  # the first version has no champion to beat: it becomes the baseline
+    sync_flow(version=v1, reason="manual")
+
+    console.rule("2. three regional nodes on loopback, kdd99 events replayed to each")
+    from ebmops.core.data import load_dataset
+
+    ds = load_dataset(s.data.dataset, s)
+    x = ds.features_array()
+    with start_nodes(s, wait_ready=True) as nodes:
+        urls = {r: n.url for r, n in nodes.nodes.items()}
+        print_table([{"region": r, "url": u, "pid": nodes.nodes[r].pid} for r, u in urls.items()],
+                    ["region", "url", "pid"], title="nodes")
+        with Replayer(urls, x, batch=32, rate=40) as replay:
+            time.sleep(5)
+            _traffic_table(replay, "live traffic (32-event requests, 40 requests/s per region)")
+            stats = {r: replay.traffic[r].summary() for r in urls}
+
+            console.rule("3. a retrain (v2), gated, rolled out region by region")
+            res2 = train_flow(seed=s.training.seed + 1, progress=False)
+            print_gate(res2["gate"]["report"])
+            v2 = res2["version"]
+            replay.reset_stats()
+            out = rollout_flow(version=v2, auto_approve_as=approver, created_by=approver)
+            _rollout_table(out)
+            _traffic_table(replay, "traffic during the rollout")
+
+            console.rule("4. a deliberately bad candidate: its threshold flags most events")
+            with env_overrides({"EBMOPS_TRAINING__THRESHOLD_QUANTILE": "0.05"}):
+                res3 = train_flow(seed=s.training.seed + 2, progress=False, run_gate=False)
+            v3 = res3["version"]
+            console.print(f"v{v3}: threshold {res3['threshold']:.4g} (the 5 % quantile of its calibration energies)")
+            bad = rollout_flow(version=v3, auto_approve_as=approver, created_by=approver)
+            _rollout_table(bad)
+
+            console.rule("5. drift: eu-west's traffic shifts; monitor, hotfix, serve")
+            timings = drift_scenario(s, replay, region="eu-west", approver=approver)
+            _traffic_table(replay, "traffic after the hotfix")
+
+    store = open_store(_settings())
+    entries = store.list_audit(limit=12)
+    print_table([{"seq": e.seq, "when": e.created_at, "kind": e.kind, "version": e.version, "region": e.region,
+                  "actor": e.actor} for e in reversed(entries)], ["seq", "when", "kind", "version", "region", "actor"],
+                title="audit log (latest 12; `ebmops audit log` for all)")
+    from ebmops.core.state.audit import verify
+
+    v = verify(store)
+    console.print(f"audit chain: {'intact' if v.ok else 'BROKEN: ' + str(v.problem)} ({v.n_records} records)")
+    console.rule(f"done in {time.perf_counter() - t0:.0f} s")
+    console.print(f"Open the MLflow UI: [bold]{mlflow_ui_hint(s)}[/bold] then http://127.0.0.1:5000")
+    result = {"traffic": stats, "drift": timings, "seconds": time.perf_counter() - t0}
+    if bench_out:
+        from pathlib import Path
+
+        Path(bench_out).write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+def drift_scenario(settings, replay, *, region: str, approver: str) -> dict:
+    """Shift ``region``'s traffic, run the monitor until it breaches, run the hotfix, time each step."""
+    from flows.drift_monitor import drift_monitor
+    from flows.hotfix import hotfix
+
+    # the drift: the region now sees a different slice of real traffic (connections whose most
+    # variable feature sits in its top quartile), values within the ranges seen in training
+    pool = replay.events
+    drifted = None
+    for j in np.argsort(-pool.var(axis=0)):  # the most variable feature with a real top quartile
+        sl = pool[pool[:, j] > np.quantile(pool[:, j], 0.75)]
+        if len(sl) >= 2000:
+            drifted = sl
+            break
+    if drifted is None:
+        drifted = np.clip(pool + 0.1, 0.0, 1.0)
+    t0 = time.perf_counter()
+    replay.replace_events(region, drifted)
+    first_drifted = datetime.now(timezone.utc)
+    # the node's stats window must fill with drifted events before Δ moves: the monitor runs
+    # every hour in production; here it runs every 2 s until it sees the breach
+    breach = None
+    for _ in range(30):
+        time.sleep(2)
+        out = drift_monitor(regions=[region])
+        hits = [b for b in out["breaches"] if b["start_hotfix"]]
+        if hits:
+            breach = hits[0]
+            break
+    t_breach = time.perf_counter() - t0
+    rows = [{"step": "first drifted event", "at": first_drifted.strftime("%H:%M:%S"), "after s": 0.0}]
+    if breach is None:
+        console.print("[red]no breach detected in 60 s[/red]")
+        return {"breach_detected_s": None}
+    rows.append({"step": f"breach detected (Δ={breach['delta']:.3f})", "at": datetime.now(timezone.utc).strftime(
+        "%H:%M:%S"), "after s": t_breach})
+    # the hotfix learns from the drifted traffic: let the node's recent sample fill with it first
+    time.sleep(max(0.0, 7.0 - (time.perf_counter() - t0)))
+    hf = hotfix(region=region, model=breach["model"], version=breach["version"], delta=breach["delta"],
+                auto_approve_as=approver)
+    t_serving = time.perf_counter() - t0
+    for ev in hf.get("timeline", []):
+        at = datetime.fromisoformat(ev["at"])
+        rows.append({"step": ev["event"], "at": at.strftime("%H:%M:%S"),
+                     "after s": (at - first_drifted).total_seconds()})
+    print_table(rows, ["step", "at", "after s"], title=f"drift timeline in {region}")
+    print_kv({"region": region, "breach detected after (s)": t_breach, "hotfix serving after (s)": t_serving,
+              "hotfix version": hf.get("version"), "mode": hf.get("mode")}, title="hotfix")
+    return {"region": region, "delta": breach["delta"], "breach_detected_s": t_breach,
+            "hotfix_serving_s": t_serving, "hotfix_version": hf.get("version"), "mode": hf.get("mode"),
+            "timeline": hf.get("timeline")}
