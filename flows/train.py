@@ -6,9 +6,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from ebmops.core.aliases import CHALLENGER
 from ebmops.core.data import region_batches
-from ebmops.core.errors import ValidationFailed
 from ebmops.core.runtime import prepare_environment
 from ebmops.core.settings import load_settings
 from ebmops.core.state import open_store
@@ -38,8 +36,7 @@ def train(dataset: str | None = None, epochs: int | None = None, device: str | N
     store = open_store(settings)
     ds = load_task(settings)
     key = steps.run_key(ds, settings)
-    run = store.start_training_run(ds.name, data_fingerprint=ds.fingerprint())
-    try:
+    with steps.TrainingRecord.start(store, ds) as record:
         profile = reference_task(ds, settings)
         validated = [validate_task(b, dataset=ds.name, region=r, profile=profile, settings=settings, store=store)
                      for r, b in region_batches(ds).items()]
@@ -50,23 +47,10 @@ def train(dataset: str | None = None, epochs: int | None = None, device: str | N
         name = settings.registry.model_name
         draft = steps.summary_markdown(ds, cand, metrics, validated)
         info = register_task(cand, metrics, ds, settings, summary_md=draft)
-        store.append_audit("registration", model=info.name, version=info.version, actor="ebmops-train",
-                           payload={"run_id": info.run_id, "dataset": ds.name, "data_fingerprint": ds.fingerprint(),
-                                    "device": cand.device, "alias": CHALLENGER})
-        summary = steps.summary_markdown(ds, cand, metrics, validated, version=info.version, model_name=name)
-        create_markdown_artifact(summary, key="train-summary", description=f"{name} v{info.version}")
-        store.finish_training_run(run.id, status="registered", device=cand.device, seconds=cand.seconds,
-                                  metrics=metrics, mlflow_run_id=info.run_id, model_name=name,
-                                  model_version=info.version, message=cand.message)
+        record.registered(cand, metrics, info, name)
+        create_markdown_artifact(steps.summary_markdown(ds, cand, metrics, validated, version=info.version,
+                                                        model_name=name),
+                                 key="train-summary", description=f"{name} v{info.version}")
         log.info("registered %s version %s (alias challenger)", name, info.version)
         gated = gate_flow(version=info.version) if run_gate else None
-        return {"gate": gated, "state_run_id": run.id, "model_name": name, "version": info.version, "mlflow_run_id": info.run_id,
-                "device": cand.device, "amp": cand.amp, "epochs": cand.epochs_completed,
-                "stopped_reason": cand.stopped_reason, "message": cand.message, "threshold": cand.threshold,
-                "metrics": metrics, "regions": validated, "dataset": ds.name}
-    except ValidationFailed as e:
-        store.finish_training_run(run.id, status="quarantined", message=str(e))
-        raise
-    except Exception as e:
-        store.finish_training_run(run.id, status="failed", message=f"{e.__class__.__name__}: {e}")
-        raise
+        return steps.result(record, cand, metrics, info, validated, gated)

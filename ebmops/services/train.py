@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 
 from ebmops.core.aliases import CHALLENGER
 from ebmops.core.data import Dataset, load_dataset
+from ebmops.core.errors import ValidationFailed
 from ebmops.core.settings import Settings
 
 SAMPLE_ROWS = 5000  # training rows kept with the model as the data-drift reference
@@ -186,3 +188,46 @@ def summary_markdown(ds: Dataset, cand: Candidate, metrics: dict, validated: lis
               "| region | rows | validation |", "|---|---|---|"]
     lines += [f"| {v['region']} | {v['rows']:,} | passed |" for v in validated]
     return "\n".join(lines) + "\n"
+
+
+@dataclass
+class TrainingRecord:
+    """A training run's record in the state store: started, then registered, quarantined or failed.
+
+    The flow runs its steps inside ``with TrainingRecord.start(...) as record:``; whatever stops them
+    leaves the record with its status and reason, and is re-raised."""
+
+    store: object
+    dataset: Dataset
+    id: int | None = None
+
+    @classmethod
+    @contextmanager
+    def start(cls, store, ds: Dataset):
+        rec = cls(store, ds, store.start_training_run(ds.name, data_fingerprint=ds.fingerprint()).id)
+        try:
+            yield rec
+        except ValidationFailed as e:
+            store.finish_training_run(rec.id, status="quarantined", message=str(e))
+            raise
+        except Exception as e:
+            store.finish_training_run(rec.id, status="failed", message=f"{e.__class__.__name__}: {e}")
+            raise
+
+    def registered(self, cand: Candidate, metrics: dict, info, model_name: str) -> None:
+        """Audit the registration and close the record as registered."""
+        self.store.append_audit("registration", model=info.name, version=info.version, actor="ebmops-train",
+                                payload={"run_id": info.run_id, "dataset": self.dataset.name,
+                                         "data_fingerprint": self.dataset.fingerprint(), "device": cand.device,
+                                         "alias": CHALLENGER})
+        self.store.finish_training_run(self.id, status="registered", device=cand.device, seconds=cand.seconds,
+                                       metrics=metrics, mlflow_run_id=info.run_id, model_name=model_name,
+                                       model_version=info.version, message=cand.message)
+
+
+def result(record: TrainingRecord, cand: Candidate, metrics: dict, info, validated: list[dict], gated) -> dict:
+    """What the train flow returns (the CLI's tables and --json read it)."""
+    return {"gate": gated, "state_run_id": record.id, "model_name": info.name, "version": info.version,
+            "mlflow_run_id": info.run_id, "device": cand.device, "amp": cand.amp, "epochs": cand.epochs_completed,
+            "stopped_reason": cand.stopped_reason, "message": cand.message, "threshold": cand.threshold,
+            "metrics": metrics, "regions": validated, "dataset": record.dataset.name}

@@ -276,37 +276,18 @@ def _spawn(svc: Service, argv: list[str], env: dict[str, str], log_dir: Path, cw
     return proc
 
 
-def _log_tail(svc: Service, n: int = 1500) -> str:
-    try:
-        return Path(svc.log).read_text(errors="replace")[-n:] if svc.log else ""
-    except OSError:
-        return ""
-
-
 def _wait_healthy(services: list[Service], procs: dict[str, subprocess.Popen], timeout_s: float,
                   progress: Callable[[str], None]) -> None:
+    """Wait until each service answers its health URL (they started together: one deadline for all)."""
     import httpx
 
     deadline = time.monotonic() + timeout_s
-    pending = [s for s in services if s.health_url]
-    with httpx.Client(timeout=2.0) as client:
-        while pending:
-            for svc in list(pending):
-                proc = procs.get(svc.name)
-                if proc is not None and proc.poll() is not None:
-                    raise StackError(f"{svc.what} exited with code {proc.returncode}; its log ({svc.log}) ends "
-                                     f"with:\n{_log_tail(svc)}")
-                try:
-                    if client.get(svc.health_url).status_code == 200:
-                        pending.remove(svc)
-                        progress(f"{svc.what} is healthy: {svc.health_url}")
-                except httpx.HTTPError:
-                    pass
-            if pending and time.monotonic() > deadline:
-                names = ", ".join(f"{s.what} ({s.health_url}, log {s.log})" for s in pending)
-                raise StackError(f"not healthy within {timeout_s:.0f} s: {names}")
-            if pending:
-                time.sleep(0.25)
+    for svc in (s for s in services if s.health_url):
+        wait_until(lambda: httpx.get(svc.health_url, timeout=2.0).status_code == 200,
+                   timeout_s=max(0.0, deadline - time.monotonic()), what=f"{svc.what} ({svc.health_url})",
+                   proc=procs.get(svc.name), log_path=Path(svc.log) if svc.log else None, interval_s=0.25,
+                   error=StackError)
+        progress(f"{svc.what} is healthy: {svc.health_url}")
 
 
 def _prefect(args: list[str], env: dict[str, str], cwd: Path, timeout_s: float) -> subprocess.CompletedProcess:
