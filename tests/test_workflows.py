@@ -4,23 +4,19 @@ The fast tests read the files and check them against the code: every `ebmops` co
 option a workflow calls exists in the Typer app, every `flow/deployment` it runs is declared,
 every entrypoint imports to a Prefect flow of that name, every parameter a deployment or
 trigger passes is a parameter of its flow, and Prefect's own schemas accept the schedules and
-the trigger. The slow test starts the whole stack with `ebmops up` on free ports and checks
-it end to end (health URLs, pools, worker, deployments, the drift event starting `hotfix`),
-then `ebmops down`.
+the trigger. The stack itself (`ebmops up`, every deployment run through a real worker, `ebmops down`) is
+tested end to end in tests/flows/test_deployments_e2e.py.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -321,36 +317,6 @@ def test_train_gpu_renders_to_a_job_that_kubernetes_accepts(prefect_server):
 # ---- ebmops up / down ---------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _free_run(n: int) -> int:
-    """The first of n consecutive free ports."""
-    for _ in range(200):
-        base = _free_port()
-        if base + n < 65535 and all(_port_free(base + i) for i in range(n)):
-            return base
-    raise RuntimeError("no run of free ports")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT after a stop is not "taken"
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _ebmops(args: list[str], env: dict, cwd: Path, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ebmops.cli.main", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
-
-
 def test_down_leaves_a_pid_that_runs_another_program_alone(tmp_path):
     from ebmops.core.settings import load_settings
     from ebmops.tools.stack import down, write_pidfile
@@ -370,85 +336,3 @@ def test_down_leaves_a_pid_that_runs_another_program_alone(tmp_path):
     finally:
         other.kill()
         other.wait()
-
-
-@pytest.mark.slow
-def test_up_serves_everything_and_down_stops_it(tmp_path):
-    import httpx
-
-    prefect_port, mlflow_port = _free_port(), _free_port()
-    base = _free_run(3)
-    home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PREFECT_API", "EBMOPS_")) and k not in ("PREFECT_HOME", "PREFECT_PROFILE")}
-    env.update({"EBMOPS_HOME": str(home), "EBMOPS_SERVING__BASE_PORT": str(base), "EBMOPS_SYNC__DEV_MODE": "true"})
-    args = ["--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port)]
-    t0 = time.monotonic()
-    up = _ebmops(["up", *args, "--json"], env, tmp_path, timeout=600)
-    up_s = time.monotonic() - t0
-    sdir = home / "stack"
-    services: dict = {}
-    try:
-        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        report = json.loads(up.stdout)
-        services = {s["name"]: s for s in report["services"]}
-        assert set(services) == {"prefect", "mlflow", "worker", "node-us-east", "node-eu-west", "node-ap-south"}
-        api = f"http://127.0.0.1:{prefect_port}/api"
-        assert report["prefect_api_url"] == api
-        for s in services.values():
-            assert (sdir / f"{s['name']}.pid").read_text().split()[0] == str(s["pid"])
-            assert Path(f"/proc/{s['pid']}").exists()
-        # every URL answers
-        assert httpx.get(f"{api}/health", timeout=5).status_code == 200
-        assert httpx.get(f"http://127.0.0.1:{mlflow_port}/health", timeout=5).status_code == 200
-        for i, region in enumerate(("us-east", "eu-west", "ap-south")):
-            r = httpx.get(f"http://127.0.0.1:{base + i}/healthz", timeout=5)
-            assert r.status_code == 200, region
-        # pools, the worker and every deployment of prefect.yaml
-        pools = {p["name"]: p for p in httpx.post(f"{api}/work_pools/filter", json={}, timeout=10).json()}
-        assert pools["local"]["type"] == "process" and pools["gpu"]["type"] == "kubernetes"
-        assert httpx.post(f"{api}/work_pools/local/workers/filter", json={}, timeout=10).json()
-        deployed = {d["name"]: d for d in httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()}
-        assert set(deployed) == set(EXPECTED), report.get("deploy_error")
-        assert set(report["deployments"]) == set(EXPECTED)
-        assert deployed["train-gpu"]["job_variables"]["gpu_count"] == 1
-        assert deployed["sync-daily"]["parameters"] == {"reconcile": True, "reason": "scheduled"}
-        assert [s["schedule"]["interval"] for s in deployed["drift-monitor"]["schedules"]] == [3600]
-        assert deployed["train-local"]["pull_steps"][0]["prefect.deployments.steps.set_working_directory"][
-            "directory"] == str(ROOT)
-
-        # the drift event starts `hotfix` with the payload as typed parameters (pool paused: no run executes)
-        penv = {**env, "PREFECT_API_URL": api, "PREFECT_HOME": str(sdir / "prefect")}
-        subprocess.run([sys.executable, "-m", "prefect", "work-pool", "pause", "local"], env=penv, check=True,
-                       capture_output=True, timeout=120)
-        emit = ("from prefect.events import emit_event; emit_event('ebmops.drift.breached', "
-                "resource={'prefect.resource.id': 'ebmops.model.ebm'}, "
-                "payload={'region': 'eu-west', 'model': 'ebm', 'version': 3, 'delta': 0.231})")
-        subprocess.run([sys.executable, "-c", emit], env=penv, check=True, capture_output=True, timeout=120)
-        hotfix_id = deployed["hotfix"]["id"]
-        runs = []
-        deadline = time.monotonic() + 60
-        while not runs and time.monotonic() < deadline:
-            runs = httpx.post(f"{api}/flow_runs/filter", json={"deployments": {"id": {"any_": [hotfix_id]}}},
-                              timeout=10).json()
-            time.sleep(0.5)
-        assert runs, "the event ebmops.drift.breached did not start a hotfix run"
-        assert runs[0]["parameters"] == {"region": "eu-west", "model": "ebm", "version": "3", "delta": 0.231}
-
-        # a second `up` refuses: the stack runs
-        again = _ebmops(["up", *args, "--no-deploy"], env, tmp_path, timeout=120)
-        assert again.returncode == 2 and "already running" in again.stderr, again.stderr
-    finally:
-        down = _ebmops(["down", "--json"], env, tmp_path, timeout=180)
-    assert down.returncode == 0, down.stderr
-    results = {r["name"]: r for r in json.loads(down.stdout)}
-    assert set(results) == set(services)
-    assert all(r["outcome"].startswith(("stopped", "killed")) for r in results.values()), results
-    for s in services.values():
-        st = Path(f"/proc/{s['pid']}/stat")
-        assert not st.exists() or st.read_text().rpartition(")")[2].split()[0] == "Z", f"{s['name']} still runs"
-    assert not list(sdir.glob("*.pid"))
-    # the ports are free again
-    for port in (prefect_port, mlflow_port, base, base + 1, base + 2):
-        assert _port_free(port), port
-    print(f"ebmops up took {up_s:.1f} s")

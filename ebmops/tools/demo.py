@@ -20,8 +20,6 @@ import os
 import time
 from datetime import datetime, timezone
 
-import numpy as np
-
 from ebmops.core.aliases import CHAMPION
 from ebmops.core.console import console, print_kv, print_table
 
@@ -154,15 +152,9 @@ def drift_scenario(settings, replay, *, region: str, approver: str) -> dict:
 
     # the drift: the region now sees a different slice of real traffic (connections whose most
     # variable feature sits in its top quartile), values within the ranges seen in training
-    pool = replay.events
-    drifted = None
-    for j in np.argsort(-pool.var(axis=0)):  # the most variable feature with a real top quartile
-        sl = pool[pool[:, j] > np.quantile(pool[:, j], 0.75)]
-        if len(sl) >= 2000:
-            drifted = sl
-            break
-    if drifted is None:
-        drifted = np.clip(pool + 0.1, 0.0, 1.0)
+    from ebmops.tools.replay import drifted_slice
+
+    drifted = drifted_slice(replay.events)
     t0 = time.perf_counter()
     replay.replace_events(region, drifted)
     first_drifted = datetime.now(timezone.utc)

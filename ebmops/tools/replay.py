@@ -39,6 +39,18 @@ class RegionTraffic:
                 "versions": dict(self.versions), "last_error": self.last_error}
 
 
+def drifted_slice(events: np.ndarray, *, min_rows: int = 2000) -> np.ndarray:
+    """A drifted slice of real traffic: the events whose most variable feature (with at least
+    ``min_rows`` events in its top quartile) sits in that top quartile; values stay within the
+    ranges seen in training, only the mix moves. Falls back to every event shifted by 0.1."""
+    pool = np.asarray(events, dtype=np.float32)
+    for j in np.argsort(-pool.var(axis=0)):
+        sl = pool[pool[:, j] > np.quantile(pool[:, j], 0.75)]
+        if len(sl) >= min_rows:
+            return sl
+    return np.clip(pool + 0.1, 0.0, 1.0)
+
+
 class Replayer:
     """Background replay of ``events`` (rows of features) to each region's node."""
 
