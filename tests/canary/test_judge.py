@@ -38,7 +38,8 @@ def test_identical_distributions_pass():
 def test_the_same_sample_passes_with_zero_effect():
     j = judge(pair(STABLE, STABLE))
     assert j.verdict is JudgeVerdict.PASS
-    assert all(m.effect == 0 for m in j.metrics)
+    # no change: a shift of 0, a rate ratio of 1
+    assert all(m.effect == (1.0 if m.name in ("error", "alert") else 0.0) for m in j.metrics)
 
 
 def test_triple_latency_fails_with_latency_high():
@@ -86,7 +87,7 @@ def test_error_rate_jump_fails_even_with_a_good_score():
     j = judge(pair(sample(2, error_rate=0.05), STABLE))
     err = j.metric("error")
     assert err.classification is Classification.HIGH and err.test == "fisher_exact"
-    assert err.effect == pytest.approx(0.048, abs=0.01) and err.p_value < 1e-6
+    assert err.effect == pytest.approx(25, rel=0.9) and err.p_value < 1e-6  # a rate ratio: 5 % over ~0.2 %
     assert j.verdict is JudgeVerdict.FAIL and "critical metric(s) error failed" in j.reason
     assert j.score == pytest.approx(100 * 6 / 7)
 
@@ -94,7 +95,7 @@ def test_error_rate_jump_fails_even_with_a_good_score():
 def test_zero_errors_on_both_sides_pass_without_nan():
     z = np.zeros(500)
     m = classify("error", z, z, JudgeConfig().metrics["error"])
-    assert m.classification is Classification.PASS and m.p_value == 1.0 and m.effect == 0.0
+    assert m.classification is Classification.PASS and m.p_value == 1.0 and m.effect == 1.0
 
 
 def test_small_error_difference_is_not_significant():
