@@ -13,6 +13,9 @@ Each metric is *classified* on its own, then the classes are *scored*.
 Classification (``classify``), per metric, from its ``CanaryMetricSettings``:
 
 * ``no-data``  either sample has fewer than ``min_samples`` finite values;
+* ``low-power`` no failure seen, but the window could not have seen the metric's ``power_effect``
+  with power ``rollout.analysis.power`` (canary/power.py); counts as passing in the score, but
+  makes the analysis inconclusive (rule 2b below);
 * ``high``/``low``  the canary differs from stable in the metric's *bad* direction, both
   significantly (the test's p-value below ``alpha``) and materially (the effect beyond
   ``effect_size``); ``high`` when the canary is above stable, ``low`` when below;
@@ -34,8 +37,13 @@ two-proportion z-test would be cheaper but needs about five expected events per 
 canary step at a 0.1 % error rate does not give.
 
 Effect sizes (``effect``): ``relative_median`` / ``relative_mean`` is ``(canary - stable) / |stable|``
-(a 3x latency reads 2.0); ``rate_difference`` is the canary's rate minus stable's (0.01 = one
-percentage point); ``energy_shift`` is Δ = ``drift.delta.energy_shift(stable, canary)`` (W1 over the
+(a 3x latency reads 2.0); ``rate_ratio`` is the canary's rate over stable's with an absolute floor
+(gates/rates.py, the gate's alert-rate rule: ``effect_size`` and ``fail_effect_size`` are factors
+either way, a gap up to ``abs_floor`` never counts; 1.0 = no change). For alerts the caller also
+passes each version's calibrated rate (``expected``): the canary is then held to its own with an
+exact binomial test as well (the two comparisons share alpha), stable's is reported beside it, and
+a canary gap explained by stable being off its calibration while the canary is on its own is not
+a failure; ``rate_difference`` is the canary's rate minus stable's (0.01 = one percentage point); ``energy_shift`` is Δ = ``drift.delta.energy_shift(stable, canary)`` (W1 over the
 robust spread of stable), signed by the direction the canary's median moved. For energies a change
 must also exceed Δ's 99 % noise floor at these sample sizes (``drift.delta.noise_floor``).
 
@@ -51,6 +59,8 @@ that applies:
    ``fail_effect_size`` -> FAIL (evidence of harm outranks missing evidence elsewhere);
 2. a critical metric with no data, metrics with no data carrying more than half the total weight,
    or no metric with data at all -> INCONCLUSIVE (never a pass);
+   2b. any low-power metric, unless the score already fails -> INCONCLUSIVE, naming the traffic
+   that would do;
 3. ``score >= pass_score`` -> PASS, ``score >= marginal_score`` -> MARGINAL, else FAIL.
 """
 
@@ -348,15 +358,16 @@ def _classify_ratio(name, c, s, cfg: MetricConfig, alpha: float, expected, power
     nc, ns = int(c.size), int(s.size)
     kc, ks = int(c.sum()), int(s.sum())
     rc, rs = kc / nc, ks / ns
+    exp_c, exp_s = (_usable_rate(x) for x in (expected or (None, None)))
+    if exp_c is not None:
+        alpha = alpha / 2  # two looks at one metric share its alpha (Bonferroni): no change still passes
     p_st = float(stats.fisher_exact([[kc, nc - kc], [ks, ns - ks]], alternative=alternative).pvalue)
     e_st = rate_effect(rc, rs, rule)
     bad_st = p_st < alpha and e_st.material
-    details.update({"canary_events": kc, "stable_events": ks,
+    details.update({"canary_events": kc, "stable_events": ks, "alpha_per_comparison": alpha,
                     "vs_stable": {"ratio": e_st.ratio, "gap": e_st.gap, "p_value": p_st, "failing": bad_st}})
     parts = [f"canary rate {rc:.3%} vs stable {rs:.3%} (x{e_st.ratio:.2f}, Fisher p={p_st:.3g})"]
-
-    exp_c, exp_s = (_usable_rate(x) for x in (expected or (None, None)))
-    bad_ex = fail_ex = stable_off = False
+    bad_ex = fail_ex = stable_off = explained = False
     e_ex = p_ex = None
     if exp_c is not None:
         p_ex = float(stats.binomtest(kc, nc, exp_c, alternative=alternative).pvalue)
@@ -367,8 +378,16 @@ def _classify_ratio(name, c, s, cfg: MetricConfig, alpha: float, expected, power
         if exp_s is not None:
             p_sx = float(stats.binomtest(ks, ns, exp_s, alternative=alternative).pvalue)
             e_sx = rate_effect(rs, exp_s, rule)
-            stable_off = bool(p_sx < alpha and e_sx.material and (e_sx.gap > 0) == (e_ex.gap > 0))
-            vs["stable"] = {"expected": exp_s, "ratio": e_sx.ratio, "p_value": p_sx, "off_the_same_way": stable_off}
+            stable_off_any = bool(p_sx < alpha and e_sx.material)
+            stable_off = stable_off_any and (e_sx.gap > 0) == (e_ex.gap > 0)
+            vs["stable"] = {"expected": exp_s, "ratio": e_sx.ratio, "p_value": p_sx, "off": stable_off_any,
+                            "off_the_same_way": stable_off}
+            if bad_st and stable_off_any and not bad_ex:
+                # The canary alerts as its calibration promises and stable does not (a hotfix replacing a
+                # drifted stable, or a stable whose threshold went wrong): the gap is stable's, not a failure.
+                bad_st = False
+                explained = True
+                parts.append(f"stable is off its own calibrated {exp_s:.3%} (x{e_sx.ratio:.2f}): the gap is stable's")
         # A canary off its calibration while stable is off the same way may be meeting unusual traffic:
         # that costs the weight (a human looks) but does not fail the analysis outright.
         fail_ex = bad_ex and e_ex.beyond_fail and not stable_off
@@ -398,7 +417,9 @@ def _classify_ratio(name, c, s, cfg: MetricConfig, alpha: float, expected, power
                             reason=f"{name} {cls.value} ({word} against {against}): {numbers}{extra}",
                             **common), pw
     material = e_st.material or (e_ex is not None and e_ex.material)
-    if e_st.beyond_ratio and not e_st.bad_side:
+    if explained:
+        why = "the canary keeps its calibrated rate; stable does not"
+    elif e_st.beyond_ratio and not e_st.bad_side:
         why = "moved in the good direction"
     elif material:
         why = "beyond the allowed ratio but not significant"

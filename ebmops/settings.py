@@ -344,7 +344,8 @@ def _default_canary_metrics() -> dict[str, CanaryMetricSettings]:
 
 
 class CanaryAnalysisSettings(BaseModel):
-    """The canary judge: per-metric Mann-Whitney U (Fisher's exact test for 0/1 metrics) and a weighted score."""
+    """The canary judge: per-metric Mann-Whitney U (Fisher's exact test for 0/1 metrics), a power rule and a
+    weighted score."""
 
     alpha: float = Field(default=0.05, gt=0, lt=1, description="Significance level of each metric's test.")
     pass_score: float = Field(default=75.0, ge=0, le=100,
@@ -446,9 +447,13 @@ class RolloutSettings(BaseModel):
                                           description="Regions rolled out together, wave by wave; default one wave "
                                                       "per region in data.regions order ([[us-east], [eu-west], "
                                                       "[ap-south]]).")
-    steps: list[float] = Field(default_factory=lambda: [0.05, 0.25, 0.5, 1.0],
+    # A first step of 25 % for 180 s: at 40 events/s that is 1,800 canary events, enough for the judge's
+    # power rule to see silence or x3 alerts at a 1 % base rate and for no change to pass >= 95 %
+    # (bench/judge_bench.py). A 5 % step would need 15 minutes for the same evidence: the same exposure
+    # (weight x time), only later.
+    steps: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0],
                                description="Canary traffic weights per region, strictly increasing within (0, 1].")
-    bake_s: float = Field(default=60.0, ge=0, description="Seconds each step bakes before its analysis.")
+    bake_s: float = Field(default=180.0, ge=0, description="Seconds each step bakes before its analysis.")
     approval_required: bool = Field(default=True,
                                     description="Whether every wave waits for a human approval before promotion "
                                                 "(a plan may set it per wave).")
