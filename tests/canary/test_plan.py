@@ -69,7 +69,7 @@ def test_plan_round_trips_through_json(settings):
     ({"steps": [0.0, 1.0]}, "steps[0]"),
     ({"steps": [0.5, 1.5]}, "steps[1]"),
     ({"steps": []}, "steps"),
-    ({"bake_s": [1, 2]}, "bake_s has 2 entries for 4 steps"),
+    ({"bake_s": [1, 2]}, "bake_s has 2 entries for 3 steps"),
     ({"bake_s": -1}, "bake_s[0]"),
     ({"approval": [True]}, "approval has 1 entries for 3 waves"),
     ({"approval_timeout_s": 0}, "approval_timeout_s"),
