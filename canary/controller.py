@@ -34,7 +34,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from canary.decide import Event, Next, Step, next_region, next_rollout
-from canary.judge import judge
+from canary.judge import Judgement, judge
 from canary.plan import RolloutPlan
 from ebmops.core.errors import TransitionRefused
 from ebmops.core.phases import Phase, is_terminal
@@ -61,6 +61,9 @@ class VersionSamples:
     outcomes: np.ndarray  # 0 scored / 1 failed, per request
     energies: np.ndarray  # gauge-normalised energies per event
     alerts: np.ndarray    # 0/1 per event
+    # the share of normal events the version's threshold flags, from its calibration (1 - threshold
+    # quantile); None when unknown. The judge holds each side's alert rate to it.
+    expected_alert_rate: float | None = None
 
     def since(self, base: VersionCounters) -> "VersionSamples":
         """Only the samples taken after ``base`` was read (bounded by the node's window)."""
@@ -68,7 +71,7 @@ class VersionSamples:
         ne = max(0, min(len(self.energies), self.events - base.events))
         return VersionSamples(self.requests, self.events, self.latency_ms[len(self.latency_ms) - nr:],
                               self.outcomes[len(self.outcomes) - nr:], self.energies[len(self.energies) - ne:],
-                              self.alerts[len(self.alerts) - ne:])
+                              self.alerts[len(self.alerts) - ne:], self.expected_alert_rate)
 
 
 class TrafficPort(Protocol):
@@ -107,6 +110,17 @@ class ApprovalPort(Protocol):
              roster: list[str]) -> Decision | None:
         """Block until an on-roster decision arrives (returned) or ``deadline`` passes (None).
         Off-roster answers are recorded as refused by the port and waiting goes on."""
+
+
+def power_advice(j: Judgement, bake_s: float) -> str | None:
+    """The judgement's power line, with how much longer this step's bake would need to be when a
+    metric's window was too small (the node's sample rings cap a window: see serving.stats_window)."""
+    line = j.power
+    scales = [m.power["needed_scale"] for m in j.metrics
+              if m.power and not m.power.get("enough") and m.power.get("needed_scale") is not None]
+    if scales and bake_s > 0:
+        line += f" (a bake of about {max(scales) * bake_s:,.0f} s instead of {bake_s:g} s at this step)"
+    return line
 
 
 # ---- the controller -------------------------------------------------------------------------
@@ -249,9 +263,9 @@ class RolloutController:
         self.progress(f"{reg.region}: step {step + 1}/{len(plan.steps)}, canary v{ro.version} at {weight:.0%}, "
                       f"baking {plan.bake_s[step]:g} s")
 
-    def _window(self, ro, reg, plan: RolloutPlan) -> tuple[dict, int, int]:
-        """Canary and stable samples of this step's window per metric of the plan, and how many events
-        each side scored in the window."""
+    def _window(self, ro, reg, plan: RolloutPlan) -> tuple[dict, VersionSamples, VersionSamples]:
+        """Canary and stable samples of this step's window per metric of the plan, and each side's
+        window itself (its counts and expected alert rate)."""
         base = (reg.last_analysis or {}).get("baseline") or {}
         now = self.traffic.samples(reg.region)
         empty = VersionSamples(0, 0, *(np.empty(0) for _ in range(4)))
@@ -272,14 +286,15 @@ class RolloutController:
             latest = now[reg.stable_version]
             samples.update(energy=(c.energies, latest.energies), alert=(c.alerts, latest.alerts),
                            error=(c.outcomes, latest.outcomes))
-        return {k: v for k, v in samples.items() if k in plan.analysis.metrics}, len(c.energies), len(s.energies)
+        return {k: v for k, v in samples.items() if k in plan.analysis.metrics}, c, s
 
     def _analyse(self, ro, reg, plan: RolloutPlan) -> None:
-        samples, n_canary, n_stable = self._window(ro, reg, plan)
-        j = judge(samples, plan.analysis)
+        samples, c, s = self._window(ro, reg, plan)
+        j = judge(samples, plan.analysis, expected={"alert": (c.expected_alert_rate, s.expected_alert_rate)})
         step = reg.step_index or 0
         analysis = {**(reg.last_analysis or {}), "step": step, "weight": plan.steps[step], "judgement": j.to_dict(),
-                    "n_canary_events": int(n_canary), "n_stable_events": int(n_stable)}
+                    "n_canary_events": int(len(c.energies)), "n_stable_events": int(len(s.energies)),
+                    "power": power_advice(j, plan.bake_s[step])}
         self._audit("analysis", ro, reg.region, {"step": step, "verdict": j.verdict.value, "score": j.score,
                                                  "failed": j.failed_metrics, "reason": j.reason})
         self.progress(f"{reg.region}: analysis at {plan.steps[step]:.0%}: {j.verdict.value} "

@@ -13,6 +13,9 @@ Each metric is *classified* on its own, then the classes are *scored*.
 Classification (``classify``), per metric, from its ``CanaryMetricSettings``:
 
 * ``no-data``  either sample has fewer than ``min_samples`` finite values;
+* ``low-power`` no failure seen, but the window could not have seen the metric's ``power_effect``
+  with power ``rollout.analysis.power`` (canary/power.py); counts as passing in the score, but
+  makes the analysis inconclusive (rule 2b below);
 * ``high``/``low``  the canary differs from stable in the metric's *bad* direction, both
   significantly (the test's p-value below ``alpha``) and materially (the effect beyond
   ``effect_size``); ``high`` when the canary is above stable, ``low`` when below;
@@ -34,8 +37,13 @@ two-proportion z-test would be cheaper but needs about five expected events per 
 canary step at a 0.1 % error rate does not give.
 
 Effect sizes (``effect``): ``relative_median`` / ``relative_mean`` is ``(canary - stable) / |stable|``
-(a 3x latency reads 2.0); ``rate_difference`` is the canary's rate minus stable's (0.01 = one
-percentage point); ``energy_shift`` is Δ = ``drift.delta.energy_shift(stable, canary)`` (W1 over the
+(a 3x latency reads 2.0); ``rate_ratio`` is the canary's rate over stable's with an absolute floor
+(gates/rates.py, the gate's alert-rate rule: ``effect_size`` and ``fail_effect_size`` are factors
+either way, a gap up to ``abs_floor`` never counts; 1.0 = no change). For alerts the caller also
+passes each version's calibrated rate (``expected``): the canary is then held to its own with an
+exact binomial test as well (the two comparisons share alpha), stable's is reported beside it, and
+a canary gap explained by stable being off its calibration while the canary is on its own is not
+a failure; ``rate_difference`` is the canary's rate minus stable's (0.01 = one percentage point); ``energy_shift`` is Δ = ``drift.delta.energy_shift(stable, canary)`` (W1 over the
 robust spread of stable), signed by the direction the canary's median moved. For energies a change
 must also exceed Δ's 99 % noise floor at these sample sizes (``drift.delta.noise_floor``).
 
@@ -51,22 +59,26 @@ that applies:
    ``fail_effect_size`` -> FAIL (evidence of harm outranks missing evidence elsewhere);
 2. a critical metric with no data, metrics with no data carrying more than half the total weight,
    or no metric with data at all -> INCONCLUSIVE (never a pass);
+   2b. any low-power metric, unless the score already fails -> INCONCLUSIVE, naming the traffic
+   that would do;
 3. ``score >= pass_score`` -> PASS, ``score >= marginal_score`` -> MARGINAL, else FAIL.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
 
+from canary.power import Power, continuous_power, log_spread, rate_power
 from drift.delta import energy_shift, noise_floor
-from ebmops.core.settings import CanaryAnalysisSettings, CanaryMetricSettings
 from ebmops.core.jsonsafe import encode_json, encode_number
+from ebmops.core.settings import CanaryAnalysisSettings, CanaryMetricSettings
+from gates.rates import RateRule, alternative_rates, rate_effect
 
 # The judge's configuration lives in settings (rollout.analysis), as the gate's does.
 MetricConfig = CanaryMetricSettings
@@ -88,6 +100,7 @@ class Classification(str, Enum):
     HIGH = "high"        # canary significantly and materially above stable (bad)
     LOW = "low"          # canary significantly and materially below stable (bad)
     NO_DATA = "no-data"  # too few samples on either side
+    LOW_POWER = "low-power"  # no failure seen, but the window could not have seen the metric's power_effect
 
     def __str__(self) -> str:
         return self.value
@@ -114,6 +127,7 @@ class MetricResult:
     allowed_effect: float | None = None
     fail_effect: float | None = None
     beyond_fail_limit: bool = False
+    power: dict[str, Any] | None = None
     canary_summary: float | None = None
     stable_summary: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
@@ -124,6 +138,7 @@ class MetricResult:
                 "n_stable": self.n_stable, "test": self.test, "p_value": encode_number(self.p_value),
                 "effect": encode_number(self.effect), "allowed_effect": encode_number(self.allowed_effect),
                 "fail_effect": encode_number(self.fail_effect), "beyond_fail_limit": self.beyond_fail_limit,
+                "power": encode_json(self.power) if self.power is not None else None,
                 "canary_summary": encode_number(self.canary_summary),
                 "stable_summary": encode_number(self.stable_summary), "details": encode_json(self.details)}
 
@@ -147,9 +162,33 @@ class Judgement:
     def failed_metrics(self) -> list[str]:
         return [m.name for m in self.metrics if m.classification.failing]
 
+    @property
+    def power(self) -> str | None:
+        """One line on the window's power: 'ok' or, per low-power metric, its power and the traffic
+        that would do (``ebmops rollout status``); None when no metric was checked."""
+        return power_summary([m.to_dict() for m in self.metrics])
+
     def to_dict(self) -> dict[str, Any]:
         return {"verdict": self.verdict.value, "score": encode_number(self.score), "reason": self.reason,
-                "failed_metrics": self.failed_metrics, "metrics": [m.to_dict() for m in self.metrics]}
+                "failed_metrics": self.failed_metrics, "power": self.power,
+                "metrics": [m.to_dict() for m in self.metrics]}
+
+
+def power_summary(metrics: list[dict[str, Any]]) -> str | None:
+    """'ok (min power 0.93)' or 'alert 0.41<0.8, needs 2.4x traffic; ...' from metric dicts."""
+    checked = [m for m in metrics if m.get("power")]
+    if not checked:
+        return None
+    short = [m for m in checked if not m["power"].get("enough")]
+    if not short:
+        return f"ok (min power {min(float(m['power']['power']) for m in checked):.2f})"
+    parts = []
+    for m in short:
+        p = m["power"]
+        need = p.get("needed_scale")
+        parts.append(f"{m['name']} {float(p['power']):.2f}<{p['target']:g}, "
+                     + (f"needs {need:.1f}x traffic" if need is not None else "undetectable at this traffic"))
+    return "; ".join(parts)
 
 
 # ---- classification of one metric ---------------------------------------------------------------------
@@ -176,9 +215,17 @@ def _bad_side(direction: str, effect: float) -> bool:
     return effect != 0
 
 
+_ALTERNATIVE = {"increase": "greater", "decrease": "less", "either": "two-sided"}
+
+
 def classify(name: str, canary: Sequence[float] | np.ndarray | None, stable: Sequence[float] | np.ndarray | None,
-             cfg: MetricConfig, *, alpha: float = 0.05, default_min_samples: int = 50) -> MetricResult:
-    """Classify one metric (see the module docstring). Non-finite values are dropped and counted."""
+             cfg: MetricConfig, *, alpha: float = 0.05, default_min_samples: int = 50,
+             expected: tuple[float | None, float | None] | None = None, power: float = 0.0) -> MetricResult:
+    """Classify one metric (see the module docstring). Non-finite values are dropped and counted.
+
+    ``expected``: (canary, stable) rates each version should show on normal traffic (from its
+    calibration), for ``rate_ratio`` metrics; ``power``: the power the window needs against the
+    metric's ``power_effect`` before it may pass (0: no power rule)."""
     c, c_bad = _finite(canary)
     s, s_bad = _finite(stable)
     min_n = cfg.min_samples or default_min_samples
@@ -189,13 +236,39 @@ def classify(name: str, canary: Sequence[float] | np.ndarray | None, stable: Seq
         return MetricResult(classification=Classification.NO_DATA, details=details,
                             reason=f"{name}: {c.size} canary and {s.size} stable samples, fewer than the {min_n} "
                                    "needed on each side", **base)
-
-    binary = cfg.effect == "rate_difference"
-    if binary:
+    if cfg.effect in ("rate_difference", "rate_ratio"):
         if not (np.isin(c, (0.0, 1.0)).all() and np.isin(s, (0.0, 1.0)).all()):
-            raise ValueError(f"{name} uses effect 'rate_difference', so its samples must be 0/1 per request or event")
+            raise ValueError(f"{name} uses effect {cfg.effect!r}, so its samples must be 0/1 per request or event")
+    if cfg.effect == "rate_ratio":
+        res, pw = _classify_ratio(name, c, s, cfg, alpha, expected, power, base, details)
+    else:
+        res, pw = _classify_shift(name, c, s, cfg, alpha, power, base, details)
+    if pw is None:
+        return res
+    res = replace(res, power=pw.to_dict())
+    if res.classification is Classification.PASS and not pw.enough:
+        more = _more_traffic(pw, res.n_canary)
+        return replace(res, classification=Classification.LOW_POWER,
+                       reason=f"{name} low-power: the window detects its power_effect {pw.effect:g} with power "
+                              f"{pw.power:.2f}, below {pw.target:g}; {more} ({res.reason})")
+    return res
+
+
+def _more_traffic(pw: Power, n_canary: int) -> str:
+    if math.isinf(pw.needed_scale):
+        return f"over {1024 * max(n_canary, 1):,} canary samples would be needed: this plan cannot tell"
+    extra = math.ceil((pw.needed_scale - 1) * n_canary)
+    return (f"about {extra:,} more canary samples ({pw.needed_scale:.1f}x this window: a bake that much longer, "
+            "or a larger traffic step) would do")
+
+
+def _classify_shift(name, c, s, cfg: MetricConfig, alpha: float, power: float, base: dict,
+                    details: dict) -> tuple[MetricResult, Power | None]:
+    alternative = _ALTERNATIVE[cfg.bad_direction]
+    two_sided = cfg.bad_direction == "either"
+    pw = None
+    if cfg.effect == "rate_difference":
         kc, ks = int(c.sum()), int(s.sum())
-        alternative = {"increase": "greater", "decrease": "less", "either": "two-sided"}[cfg.bad_direction]
         # rows: canary, stable; columns: events, non-events. "greater": the canary's odds are higher.
         p = float(stats.fisher_exact([[kc, c.size - kc], [ks, s.size - ks]], alternative=alternative).pvalue)
         c_sum, s_sum = kc / c.size, ks / s.size
@@ -203,8 +276,15 @@ def classify(name: str, canary: Sequence[float] | np.ndarray | None, stable: Seq
         test = "fisher_exact"
         details.update({"canary_events": kc, "stable_events": ks})
         unit = "rate"
+        if power > 0 and cfg.power_effect:
+            alts = {}
+            if cfg.bad_direction != "decrease":
+                alts["up"] = min(1.0, s_sum + cfg.power_effect)
+            if cfg.bad_direction != "increase":
+                alts["down"] = max(0.0, s_sum - cfg.power_effect)
+            pw = rate_power(c.size, s.size, s_sum, None, alts, alpha=alpha, two_sided=two_sided, target=power,
+                            effect=cfg.power_effect)
     else:
-        alternative = {"increase": "greater", "decrease": "less", "either": "two-sided"}[cfg.bad_direction]
         if np.ptp(np.concatenate([c, s])) == 0:
             p = 1.0  # every value equal: nothing to rank (scipy would warn and return NaN on some versions)
         else:
@@ -227,6 +307,14 @@ def classify(name: str, canary: Sequence[float] | np.ndarray | None, stable: Seq
             c_sum, s_sum = c_med, s_med
             effect = _relative(c_med, s_med)
             unit = "median"
+        if power > 0 and cfg.power_effect:
+            if cfg.effect == "energy_shift":
+                pw = continuous_power(c.size, s.size, cfg.power_effect, alpha=alpha, two_sided=two_sided,
+                                      target=power, effect=cfg.power_effect, min_noise_effect=cfg.power_effect)
+            else:
+                shift = math.log1p(cfg.power_effect) / log_spread(s)
+                pw = continuous_power(c.size, s.size, shift, alpha=alpha, two_sided=two_sided, target=power,
+                                      effect=cfg.power_effect)
 
     significant = bool(p < alpha)
     material = abs(effect) > cfg.effect_size
@@ -242,7 +330,7 @@ def classify(name: str, canary: Sequence[float] | np.ndarray | None, stable: Seq
         reason = f"{name} {cls.value}: {numbers}{extra}"
         return MetricResult(classification=cls, reason=reason, test=test, p_value=p, effect=effect,
                             beyond_fail_limit=beyond, canary_summary=c_sum, stable_summary=s_sum, details=details,
-                            **base)
+                            **base), pw
     if material and not bad_side:
         why = "moved in the good direction"  # a one-sided test does not look that way
     elif significant:
@@ -252,7 +340,95 @@ def classify(name: str, canary: Sequence[float] | np.ndarray | None, stable: Seq
     else:
         why = "no significant change"
     return MetricResult(classification=Classification.PASS, reason=f"{name} pass ({why}): {numbers}", test=test,
-                        p_value=p, effect=effect, canary_summary=c_sum, stable_summary=s_sum, details=details, **base)
+                        p_value=p, effect=effect, canary_summary=c_sum, stable_summary=s_sum, details=details,
+                        **base), pw
+
+
+def _usable_rate(x: float | None) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) and 0 < x < 1 else None
+
+
+def _classify_ratio(name, c, s, cfg: MetricConfig, alpha: float, expected, power: float, base: dict,
+                    details: dict) -> tuple[MetricResult, Power | None]:
+    """A 0/1 rate judged as a ratio with a floor (gates/rates.py): canary against stable (Fisher), and
+    canary against its own calibrated rate (exact binomial), stable against its own for context."""
+    rule = RateRule(max_ratio=cfg.effect_size, abs_floor=cfg.abs_floor, fail_ratio=cfg.fail_effect_size,
+                    direction=cfg.bad_direction)
+    alternative = _ALTERNATIVE[cfg.bad_direction]
+    nc, ns = int(c.size), int(s.size)
+    kc, ks = int(c.sum()), int(s.sum())
+    rc, rs = kc / nc, ks / ns
+    exp_c, exp_s = (_usable_rate(x) for x in (expected or (None, None)))
+    if exp_c is not None:
+        alpha = alpha / 2  # two looks at one metric share its alpha (Bonferroni): no change still passes
+    p_st = float(stats.fisher_exact([[kc, nc - kc], [ks, ns - ks]], alternative=alternative).pvalue)
+    e_st = rate_effect(rc, rs, rule)
+    bad_st = p_st < alpha and e_st.material
+    details.update({"canary_events": kc, "stable_events": ks, "alpha_per_comparison": alpha,
+                    "vs_stable": {"ratio": e_st.ratio, "gap": e_st.gap, "p_value": p_st, "failing": bad_st}})
+    parts = [f"canary rate {rc:.3%} vs stable {rs:.3%} (x{e_st.ratio:.2f}, Fisher p={p_st:.3g})"]
+    bad_ex = fail_ex = stable_off = explained = False
+    e_ex = p_ex = None
+    if exp_c is not None:
+        p_ex = float(stats.binomtest(kc, nc, exp_c, alternative=alternative).pvalue)
+        e_ex = rate_effect(rc, exp_c, rule)
+        bad_ex = p_ex < alpha and e_ex.material
+        vs = {"expected": exp_c, "ratio": e_ex.ratio, "p_value": p_ex, "failing": bad_ex}
+        parts.append(f"vs its calibrated {exp_c:.3%} (x{e_ex.ratio:.2f}, binomial p={p_ex:.3g})")
+        if exp_s is not None:
+            p_sx = float(stats.binomtest(ks, ns, exp_s, alternative=alternative).pvalue)
+            e_sx = rate_effect(rs, exp_s, rule)
+            stable_off_any = bool(p_sx < alpha and e_sx.material)
+            stable_off = stable_off_any and (e_sx.gap > 0) == (e_ex.gap > 0)
+            vs["stable"] = {"expected": exp_s, "ratio": e_sx.ratio, "p_value": p_sx, "off": stable_off_any,
+                            "off_the_same_way": stable_off}
+            if bad_st and stable_off_any and not bad_ex:
+                # The canary alerts as its calibration promises and stable does not (a hotfix replacing a
+                # drifted stable, or a stable whose threshold went wrong): the gap is stable's, not a failure.
+                bad_st = False
+                explained = True
+                parts.append(f"stable is off its own calibrated {exp_s:.3%} (x{e_sx.ratio:.2f}): the gap is stable's")
+        # A canary off its calibration while stable is off the same way may be meeting unusual traffic:
+        # that costs the weight (a human looks) but does not fail the analysis outright.
+        fail_ex = bad_ex and e_ex.beyond_fail and not stable_off
+        details["vs_expected"] = vs
+
+    pw = None
+    if power > 0 and cfg.power_effect:
+        alts = alternative_rates(rs, rule, cfg.power_effect)
+        alts_ex = alternative_rates(exp_c, rule, cfg.power_effect) if exp_c is not None else None
+        pw = rate_power(nc, ns, rs, exp_c, alts, alpha=alpha, two_sided=cfg.bad_direction == "either",
+                        target=power, effect=cfg.power_effect, alternatives_expected=alts_ex)
+
+    numbers = "; ".join(parts) + f" (allowed x{cfg.effect_size:g} beyond ±{cfg.abs_floor:.2%}, alpha {alpha:g})"
+    common = dict(test="fisher_exact", canary_summary=rc, stable_summary=rs, details=details, **base)
+    if bad_st or bad_ex:
+        eff = e_st if bad_st else e_ex
+        p = p_st if bad_st else p_ex
+        cls = Classification.HIGH if eff.gap > 0 else Classification.LOW
+        beyond = (bad_st and e_st.beyond_fail) or fail_ex
+        word = "storm" if eff.gap > 0 else ("silent" if eff.rate == 0 else "drop")
+        against = ("stable" if bad_st else "") + (" and " if bad_st and bad_ex else "") + \
+                  ("its calibrated rate" if bad_ex else "")
+        extra = f"; beyond the fail limit x{cfg.fail_effect_size:g}" if beyond else ""
+        if bad_ex and not bad_st and stable_off:
+            extra += "; stable is off its calibrated rate the same way (unusual traffic?): a human decides"
+        return MetricResult(classification=cls, p_value=p, effect=eff.ratio, beyond_fail_limit=beyond,
+                            reason=f"{name} {cls.value} ({word} against {against}): {numbers}{extra}",
+                            **common), pw
+    material = e_st.material or (e_ex is not None and e_ex.material)
+    if explained:
+        why = "the canary keeps its calibrated rate; stable does not"
+    elif e_st.beyond_ratio and not e_st.bad_side:
+        why = "moved in the good direction"
+    elif material:
+        why = "beyond the allowed ratio but not significant"
+    elif p_st < alpha or (p_ex is not None and p_ex < alpha):
+        why = "significant but within the allowed ratio"
+    else:
+        why = "no significant change"
+    return MetricResult(classification=Classification.PASS, p_value=p_st, effect=e_st.ratio,
+                        reason=f"{name} pass ({why}): {numbers}", **common), pw
 
 
 # ---- combining --------------------------------------------------------------------------------------
@@ -260,16 +436,19 @@ def classify(name: str, canary: Sequence[float] | np.ndarray | None, stable: Seq
 Samples = Mapping[str, tuple[Sequence[float] | np.ndarray | None, Sequence[float] | np.ndarray | None]]
 
 
-def judge(samples: Samples, config: JudgeConfig | None = None) -> Judgement:
+def judge(samples: Samples, config: JudgeConfig | None = None, *,
+          expected: Mapping[str, tuple[float | None, float | None]] | None = None) -> Judgement:
     """Judge a canary step. ``samples`` maps metric name to ``(canary, stable)``; a configured metric
-    absent from ``samples`` is no-data, a metric in ``samples`` but not configured is an error."""
+    absent from ``samples`` is no-data, a metric in ``samples`` but not configured is an error.
+    ``expected`` maps a rate metric to the (canary, stable) rates the versions' calibrations promise."""
     config = config or JudgeConfig()
     unknown = set(samples) - set(config.metrics)
     if unknown:
         raise ValueError(f"no judge configuration for metrics {sorted(unknown)}; configured: "
                          f"{', '.join(config.metrics)} (rollout.analysis.metrics)")
+    expected = expected or {}
     results = [classify(name, *samples.get(name, (None, None)), cfg, alpha=config.alpha,
-                        default_min_samples=config.min_samples)
+                        default_min_samples=config.min_samples, expected=expected.get(name), power=config.power)
                for name, cfg in config.metrics.items()]
     return combine(results, config)
 
@@ -281,7 +460,7 @@ def combine(results: list[MetricResult], config: JudgeConfig | None = None) -> J
     no_data = [m for m in results if m.classification is Classification.NO_DATA]
     w_total = sum(m.weight for m in results)
     w_data = sum(m.weight for m in with_data)
-    w_pass = sum(m.weight for m in with_data if m.classification is Classification.PASS)
+    w_pass = sum(m.weight for m in with_data if not m.classification.failing)
     score = 100.0 * w_pass / w_data if w_data > 0 else None
     score_txt = f"score {score:.1f}" if score is not None else "no score"
 
@@ -304,6 +483,14 @@ def combine(results: list[MetricResult], config: JudgeConfig | None = None) -> J
             why = (f"metrics without enough data ({', '.join(m.name for m in no_data)}) carry "
                    f"{w_missing:g} of {w_total:g} weight")
         return Judgement(JudgeVerdict.INCONCLUSIVE, score, results, f"inconclusive: {why}")
+
+    low_power = [m for m in with_data if m.classification is Classification.LOW_POWER]
+    if low_power and score >= config.marginal_score:
+        # no failure seen where the window could not have seen one: never a pass
+        why = "; ".join(m.reason for m in low_power)
+        return Judgement(JudgeVerdict.INCONCLUSIVE, score, results,
+                         f"inconclusive: too little traffic to judge {', '.join(m.name for m in low_power)} "
+                         f"({score_txt}): {why}")
 
     failing = [f"{m.name} {m.classification.value}" for m in with_data if m.classification.failing]
     failing_txt = f"; failing: {', '.join(failing)}" if failing else ""

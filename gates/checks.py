@@ -23,6 +23,7 @@ from typing import Any
 from drift.delta import effective_size, noise_floor
 from ebmops.core.settings import GateSettings
 from gates.latency import LatencyStats
+from gates.rates import RateRule, rate_effect
 from gates.verdict import CheckResult, Verdict
 
 PASS, SKIPPED, INCONCLUSIVE, FAIL = Verdict.PASS, Verdict.SKIPPED, Verdict.INCONCLUSIVE, Verdict.FAIL
@@ -142,7 +143,7 @@ def check_alert_rate(candidate_rate: float | None, champion_rate: float | None, 
     Against the champion, the rate fails only when it is off by more than ``alert_rate_max_ratio``
     (either way) *and* by more than ``alert_rate_abs_tolerance`` in absolute terms: the ratio catches
     order-of-magnitude changes at any base rate, the absolute gap keeps Poisson noise on a small
-    count (tens of alerts) from failing a model.
+    count (tens of alerts) from failing a model. The rule is gates/rates.py's, shared with the canary judge.
     """
     ceil_name, cmp_name = "alert_rate_ceiling", "alert_rate_vs_champion"
     ceiling, r = cfg.alert_rate_ceiling, cfg.alert_rate_max_ratio
@@ -169,13 +170,10 @@ def check_alert_rate(candidate_rate: float | None, champion_rate: float | None, 
     if _bad(champion_rate) or not 0 <= champion_rate <= 1:
         results.append(CheckResult(cmp_name, INCONCLUSIVE, None, r, f"champion alert rate unusable ({champion_rate!r})"))
         return results
-    gap = candidate_rate - champion_rate
-    if champion_rate > 0:
-        ratio = candidate_rate / champion_rate
-    else:
-        ratio = 1.0 if candidate_rate == 0 else math.inf
-    far = ratio > r or ratio < 1 / r
-    ok = not (far and abs(gap) > cfg.alert_rate_abs_tolerance)
+    eff = rate_effect(candidate_rate, champion_rate,
+                      RateRule(max_ratio=r, abs_floor=cfg.alert_rate_abs_tolerance, direction="either"))
+    ratio, gap = eff.ratio, eff.gap
+    ok = not eff.material
     kind = "" if ok else (": alert storm" if gap > 0 else ": silent model")
     details = {**details, "champion_rate": champion_rate, "gap": gap, "abs_tolerance": cfg.alert_rate_abs_tolerance}
     results.append(CheckResult(cmp_name, PASS if ok else FAIL, ratio, r,

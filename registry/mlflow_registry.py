@@ -396,6 +396,14 @@ class ModelRegistry:
                                                         tracking_uri=self.tracking_uri)
         return Path(local)
 
+    def run_params(self, version: int | str) -> dict[str, str]:
+        """The params of the training run behind a version (strings, as MLflow keeps them); {} without a run."""
+        info = self.get_version(version)
+        if not info.run_id:
+            return {}
+        with self._translate(f"reading the run of version {info.version}"):
+            return dict(self._client.get_run(info.run_id).data.params)
+
     def model_metadata(self, version: int | str) -> dict[str, Any]:
         """The metadata logged with a version's model: threshold, feature_names, data_fingerprint."""
         import mlflow.artifacts

@@ -27,6 +27,7 @@ class RegionTraffic:
     reload_timeout_s: float = 30.0
     _bundles: dict = field(default_factory=dict)
     _gauges: dict = field(default_factory=dict)
+    _expected: dict = field(default_factory=dict)
     _stores: dict = field(default_factory=dict)
     _signing_key: object = None
 
@@ -118,6 +119,26 @@ class RegionTraffic:
                 self._gauges[version] = None
         return self._gauges[version]
 
+    def _expected_alert_rate(self, version: str, threshold: float | None) -> float | None:
+        """The share of normal events the version should flag: 1 - its training run's threshold
+        quantile (what its threshold was set for); without that param, the share of its calibration
+        energies above the threshold it serves."""
+        if version not in self._expected:
+            rate = None
+            try:
+                from registry import ModelRegistry
+
+                q = ModelRegistry.from_settings(self.settings).run_params(version).get("threshold_quantile")
+                rate = 1.0 - float(q) if q is not None else None
+            except Exception as e:  # noqa: BLE001 - without an expectation the judge compares with stable only
+                log.warning("no threshold quantile for version %s (%s)", version, e)
+            if rate is None:
+                cal = self._gauge(version)
+                if cal is not None and len(cal) and threshold is not None:
+                    rate = float(np.mean(cal > threshold))
+            self._expected[version] = rate
+        return self._expected[version]
+
     def samples(self, region: str) -> dict[str, VersionSamples]:
         import httpx
 
@@ -133,7 +154,8 @@ class RegionTraffic:
                 latency_ms=np.asarray(s.get("latency_ms") or [], dtype=np.float64),
                 outcomes=np.asarray(s.get("outcomes") or [], dtype=np.float64),
                 energies=np.searchsorted(cal, e, side="right") / len(cal) if cal is not None and len(cal) else np.empty(0),
-                alerts=(e > thr).astype(np.float64) if thr is not None else np.empty(0))
+                alerts=(e > thr).astype(np.float64) if thr is not None else np.empty(0),
+                expected_alert_rate=self._expected_alert_rate(version, thr))
         return out
 
 

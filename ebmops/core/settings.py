@@ -283,17 +283,27 @@ class CanaryMetricSettings(BaseModel):
     bad_direction: Literal["increase", "decrease", "either"] = Field(
         default="increase", description="Which change of the canary against stable is bad; a significant change the "
                                         "other way passes (it is an improvement).")
-    effect: Literal["relative_median", "relative_mean", "energy_shift", "rate_difference"] = Field(
+    effect: Literal["relative_median", "relative_mean", "energy_shift", "rate_difference", "rate_ratio"] = Field(
         default="relative_median",
         description="Effect size: (canary - stable) / stable of the median or mean; 'energy_shift' the Δ of "
-                    "drift/delta.py (stable as reference, signed by the median's move); 'rate_difference' the "
-                    "canary's 0/1 rate minus stable's (tested with Fisher's exact test).")
+                    "drift/delta.py (stable as reference, signed by the median's move); 'rate_ratio' the canary's "
+                    "0/1 rate over stable's (gates/rates.py: effect_size and fail_effect_size are factors > 1 "
+                    "either way, a gap up to abs_floor never counts; Fisher's exact test, and for alerts each "
+                    "side against its calibrated rate too); 'rate_difference' the canary's rate minus stable's.")
     effect_size: float = Field(default=0.2, gt=0,
                                description="Largest effect allowed: a significant change beyond it marks the metric "
                                            "high or low (failing).")
     fail_effect_size: float | None = Field(default=None, gt=0,
                                            description="A significant bad effect beyond this fails the whole analysis, "
                                                        "whatever the score; unset: only the score counts.")
+    abs_floor: float = Field(default=0.0, ge=0, le=1,
+                             description="rate_ratio only: a rate gap up to this share of events never counts, "
+                                         "whatever the ratio (0.0005: 0.01 % vs 0.02 % does not page).")
+    power_effect: float | None = Field(default=None, gt=0,
+                                       description="The effect (in the metric's unit; a factor for rate_ratio, "
+                                                   "with silence when decreases are bad) the window must detect at "
+                                                   "alpha with rollout.analysis.power before the metric may pass "
+                                                   "(canary/power.py); unset: no power requirement.")
     weight: float = Field(default=1.0, gt=0, description="Weight of the metric in the score.")
     critical: bool = Field(default=False, description="A critical metric that fails, or has no data, decides the "
                                                       "analysis: fail, or inconclusive.")
@@ -301,28 +311,41 @@ class CanaryMetricSettings(BaseModel):
                                     description="Fewer samples on either side make the metric no-data; unset uses "
                                                 "rollout.analysis.min_samples.")
 
+    @model_validator(mode="after")
+    def _ratio_limits(self) -> "CanaryMetricSettings":
+        if self.effect == "rate_ratio":
+            for name in ("effect_size", "fail_effect_size", "power_effect"):
+                v = getattr(self, name)
+                if v is not None and v <= 1:
+                    raise ValueError(f"{name} = {v} is a factor for effect 'rate_ratio' and must exceed 1")
+        return self
+
 
 def _default_canary_metrics() -> dict[str, CanaryMetricSettings]:
     M = CanaryMetricSettings
     return {
         # 3x slower (well past +100 %) fails the analysis outright; +20 % costs latency's weight.
         "latency_ms": M(bad_direction="increase", effect="relative_median", effect_size=0.20, fail_effect_size=1.0,
-                        weight=2.0),
-        # errors are critical: one percentage point more failed requests fails the analysis.
-        "error": M(bad_direction="increase", effect="rate_difference", effect_size=0.01, weight=1.0, critical=True),
+                        weight=2.0, power_effect=1.0),
+        # errors are critical: twice stable's rate and half a point more failed requests fails the analysis;
+        # the window must be able to see +1 point (twice the floor) over stable's rate.
+        "error": M(bad_direction="increase", effect="rate_ratio", effect_size=2.0, abs_floor=0.005, weight=1.0,
+                   critical=True, power_effect=2.0),
         # energies of both versions must be in one gauge: the rollout passes each event's percentile within its
-        # own version's calibration energies (see ebmops/services/rollout.py); Δ 0.10 as in the gate.
-        "energy": M(bad_direction="either", effect="energy_shift", effect_size=0.10, weight=2.0, min_samples=200),
-        # alert storms and silent models: five percentage points of events either way cost the weight, and
-        # 25 points (a threshold that flags most traffic, or nothing) fail the analysis outright. Two sound
-        # models disagree by a few points on attack-heavy traffic, so a tighter band pages people for nothing.
-        "alert": M(bad_direction="either", effect="rate_difference", effect_size=0.05, fail_effect_size=0.25,
-                   weight=2.0, min_samples=200),
+        # own version's calibration energies (see ebmops/adapters/rollout_ports.py); Δ 0.10 as in the gate.
+        "energy": M(bad_direction="either", effect="energy_shift", effect_size=0.10, weight=2.0, min_samples=200,
+                    power_effect=0.2),
+        # alert storms and silent models, relative to the base rate as the gate judges them (gates/rates.py): x2
+        # or /2 (and 0.05 points) costs the weight, x3 or /3 fails outright; each side is also held to its own
+        # calibrated rate. The window must see x3 and silence.
+        "alert": M(bad_direction="either", effect="rate_ratio", effect_size=2.0, fail_effect_size=3.0,
+                   abs_floor=0.0005, weight=2.0, min_samples=200, power_effect=3.0),
     }
 
 
 class CanaryAnalysisSettings(BaseModel):
-    """The canary judge: per-metric Mann-Whitney U (Fisher's exact test for 0/1 metrics) and a weighted score."""
+    """The canary judge: per-metric Mann-Whitney U (Fisher's exact test for 0/1 metrics), a power rule and a
+    weighted score."""
 
     alpha: float = Field(default=0.05, gt=0, lt=1, description="Significance level of each metric's test.")
     pass_score: float = Field(default=75.0, ge=0, le=100,
@@ -332,6 +355,10 @@ class CanaryAnalysisSettings(BaseModel):
                                   description="Score at or above which a non-passing analysis is marginal, not failed.")
     min_samples: int = Field(default=50, ge=1,
                              description="Default least samples per side (canary and stable) for a metric to count.")
+    power: float = Field(default=0.8, ge=0, lt=1,
+                         description="Power each metric's window needs against its power_effect before it may pass; "
+                                     "less makes the analysis inconclusive with the traffic that would do "
+                                     "(canary/power.py). 0 turns the power rule off.")
     metrics: dict[str, CanaryMetricSettings] = Field(default_factory=_default_canary_metrics,
                                                      description="Metric configuration by metric name (latency_ms, "
                                                                  "error, energy, alert).")
@@ -420,9 +447,13 @@ class RolloutSettings(BaseModel):
                                           description="Regions rolled out together, wave by wave; default one wave "
                                                       "per region in data.regions order ([[us-east], [eu-west], "
                                                       "[ap-south]]).")
-    steps: list[float] = Field(default_factory=lambda: [0.05, 0.25, 0.5, 1.0],
+    # A first step of 25 % for 180 s: at 40 events/s that is 1,800 canary events, enough for the judge's
+    # power rule to see silence or x3 alerts at a 1 % base rate and for no change to pass >= 95 %
+    # (bench/judge_bench.py). A 5 % step would need 15 minutes for the same evidence: the same exposure
+    # (weight x time), only later.
+    steps: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0],
                                description="Canary traffic weights per region, strictly increasing within (0, 1].")
-    bake_s: float = Field(default=60.0, ge=0, description="Seconds each step bakes before its analysis.")
+    bake_s: float = Field(default=180.0, ge=0, description="Seconds each step bakes before its analysis.")
     approval_required: bool = Field(default=True,
                                     description="Whether every wave waits for a human approval before promotion "
                                                 "(a plan may set it per wave).")

@@ -160,6 +160,7 @@ def status(store, rollout_id: str | None = None, *, model: str | None = None) ->
         rows.append({"region": r.region, "wave": r.wave + 1, "phase": r.phase,
                      "step": None if r.step_index is None else f"{r.step_index + 1}/{len(plan.get('steps', []))}",
                      "weight": r.weight, "verdict": j.get("verdict"), "failed": r.failed_checks,
+                     "power": (r.last_analysis or {}).get("power") or j.get("power"),
                      "stable": r.stable_version, "canary": r.canary_version, "waits_for": waits,
                      "deadline": r.approval_deadline.isoformat() if r.approval_deadline and waits else None,
                      "message": r.message})

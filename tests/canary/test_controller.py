@@ -20,11 +20,13 @@ from ebmops.core.settings import load_settings
 from ebmops.core.state import open_store
 
 REGIONS = ["us-east", "eu-west", "ap-south"]
+TICK = 2000
 
 
 @dataclass
 class FakeTraffic:
-    """Region desired states in memory; every samples() call is 400 more requests/events per served version."""
+    """Region desired states in memory; every samples() call is TICK more requests/events per served version
+    (enough for the judge's power rule: +1 point of errors and silence at a 1 % alert rate are visible)."""
 
     canary_latency_factor: float = 1.0
     seed: int = 0
@@ -63,13 +65,14 @@ class FakeTraffic:
         for v in filter(None, (stable, canary)):
             req, ev = self.counters.get((region, v), (0, 0))
             if not (v == stable and canary and weight >= 1.0):  # at 100 % the stable version serves nothing
-                req, ev = req + 400, ev + 400
+                req, ev = req + TICK, ev + TICK
             self.counters[(region, v)] = (req, ev)
             factor = self.canary_latency_factor if v == canary else 1.0
             rng = np.random.default_rng(self.seed + self.calls)  # the same draws for both: only the factor differs
             out[v] = VersionSamples(requests=req, events=ev,
-                                    latency_ms=rng.gamma(4.0, 0.5, 400) * factor, outcomes=np.zeros(400),
-                                    energies=rng.normal(0, 1, 400), alerts=(rng.random(400) < 0.01).astype(float))
+                                    latency_ms=rng.gamma(4.0, 0.5, TICK) * factor, outcomes=np.zeros(TICK),
+                                    energies=rng.normal(0, 1, TICK), alerts=(rng.random(TICK) < 0.01).astype(float),
+                                    expected_alert_rate=0.01)
         return out
 
 

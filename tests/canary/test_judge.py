@@ -38,7 +38,8 @@ def test_identical_distributions_pass():
 def test_the_same_sample_passes_with_zero_effect():
     j = judge(pair(STABLE, STABLE))
     assert j.verdict is JudgeVerdict.PASS
-    assert all(m.effect == 0 for m in j.metrics)
+    # no change: a shift of 0, a rate ratio of 1
+    assert all(m.effect == (1.0 if m.name in ("error", "alert") else 0.0) for m in j.metrics)
 
 
 def test_triple_latency_fails_with_latency_high():
@@ -86,7 +87,7 @@ def test_error_rate_jump_fails_even_with_a_good_score():
     j = judge(pair(sample(2, error_rate=0.05), STABLE))
     err = j.metric("error")
     assert err.classification is Classification.HIGH and err.test == "fisher_exact"
-    assert err.effect == pytest.approx(0.048, abs=0.01) and err.p_value < 1e-6
+    assert err.effect == pytest.approx(25, rel=0.9) and err.p_value < 1e-6  # a rate ratio: 5 % over ~0.2 %
     assert j.verdict is JudgeVerdict.FAIL and "critical metric(s) error failed" in j.reason
     assert j.score == pytest.approx(100 * 6 / 7)
 
@@ -94,7 +95,7 @@ def test_error_rate_jump_fails_even_with_a_good_score():
 def test_zero_errors_on_both_sides_pass_without_nan():
     z = np.zeros(500)
     m = classify("error", z, z, JudgeConfig().metrics["error"])
-    assert m.classification is Classification.PASS and m.p_value == 1.0 and m.effect == 0.0
+    assert m.classification is Classification.PASS and m.p_value == 1.0 and m.effect == 1.0
 
 
 def test_small_error_difference_is_not_significant():
@@ -160,3 +161,123 @@ def test_judgement_is_frozen_and_json_ready():
     assert d["verdict"] == "fail" and d["failed_metrics"] == ["latency_ms"]
     lat = next(m for m in d["metrics"] if m["name"] == "latency_ms")
     assert lat["classification"] == "high" and lat["test"] == "mann_whitney_u"
+
+
+# ---- issue 14: rates relative to their base, calibrated expectations, the power rule -----------------
+
+N_C, N_S = 1800, 2048  # the default plan's first step: 25 % of 40 events/s for 180 s, stable capped by its ring
+
+
+def grid_pair(seed: int, *, base: float = 0.01, alert: float = 1.0, latency: float = 1.0, error: float = 0.0,
+              energy: float = 0.0, n_c: int = N_C, n_s: int = N_S) -> dict:
+    rng = np.random.default_rng(seed)
+
+    def draw(n, a, lat, err, en):
+        return {"latency_ms": rng.lognormal(np.log(10.0 * lat), 0.3, n),
+                "error": (rng.random(n) < 0.001 + err).astype(float),
+                "energy": rng.normal(en, 1.0, n), "alert": (rng.random(n) < a).astype(float)}
+
+    c, s = draw(n_c, base * alert, latency, error, energy), draw(n_s, base, 1.0, 0.0, 0.0)
+    return {k: (c[k], s[k]) for k in c}
+
+
+NOT_PASS = {JudgeVerdict.MARGINAL, JudgeVerdict.FAIL}
+
+
+@pytest.mark.parametrize("effect, kwargs, allowed", [
+    ("no change", {}, {JudgeVerdict.PASS}),
+    ("silent", {"alert": 0.0}, {JudgeVerdict.FAIL}),
+    ("alert x3", {"alert": 3.0}, NOT_PASS),
+    ("alert x5", {"alert": 5.0}, {JudgeVerdict.FAIL}),
+    ("latency x1.5", {"latency": 1.5}, {JudgeVerdict.MARGINAL}),
+    ("latency x3", {"latency": 3.0}, {JudgeVerdict.FAIL}),
+    ("error +2pp", {"error": 0.02}, {JudgeVerdict.FAIL}),
+    ("energy Δ0.2", {"energy": 0.2}, NOT_PASS),
+])
+@pytest.mark.parametrize("base", [0.01, 0.05])
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_effect_grid_at_the_default_plans_first_window(effect, kwargs, allowed, base, seed):
+    j = judge(grid_pair(seed, base=base, **kwargs), expected={"alert": (base, base)})
+    assert j.verdict in allowed, (effect, j.reason)
+
+
+@pytest.mark.parametrize("alert, word", [(0.0, "silent"), (5.0, "storm")])
+def test_silence_and_storms_fail_outright_with_their_name(alert, word):
+    j = judge(grid_pair(3, alert=alert), expected={"alert": (0.01, 0.01)})
+    m = j.metric("alert")
+    assert j.verdict is JudgeVerdict.FAIL and m.beyond_fail_limit and word in m.reason
+    assert "alert beyond the fail limit" in j.reason
+    assert m.details["vs_stable"]["failing"] and m.details["vs_expected"]["failing"]
+
+
+def test_the_old_absolute_difference_missed_what_the_ratio_catches():
+    # 1 % -> 3 %: two points, under the old 5-point band; as a ratio it is a x3 storm
+    old = JudgeConfig(power=0.0, metrics={"alert": JudgeConfig().metrics["alert"].model_copy(
+        update={"effect": "rate_difference", "effect_size": 0.05, "fail_effect_size": 0.25, "abs_floor": 0.0})})
+    pair_ = grid_pair(5, alert=3.0)
+    assert judge({"alert": pair_["alert"]}, old).verdict is JudgeVerdict.PASS
+    assert judge(pair_, expected={"alert": (0.01, 0.01)}).metric("alert").classification is Classification.HIGH
+
+
+def test_a_wrong_threshold_is_caught_even_when_stable_is_off_too():
+    # both versions alert 3 % where their calibration promises 1 %: against stable the canary looks fine,
+    # against its own expectation it is a storm; stable off the same way makes it a human's call
+    rng = np.random.default_rng(8)
+    c, s = (rng.random(N_C) < 0.03).astype(float), (rng.random(N_S) < 0.03).astype(float)
+    j = judge({"alert": (c, s)}, JudgeConfig(), expected={"alert": (0.01, 0.01)})
+    m = j.metric("alert")
+    assert m.classification is Classification.HIGH and not m.beyond_fail_limit
+    assert not m.details["vs_stable"]["failing"] and m.details["vs_expected"]["stable"]["off_the_same_way"]
+    assert "a human decides" in m.reason and j.verdict is not JudgeVerdict.PASS
+    # stable on its expectation: the canary's storm against its own calibration fails outright
+    s_ok = (rng.random(N_S) < 0.01).astype(float)
+    j = judge({"alert": (c, s_ok)}, JudgeConfig(), expected={"alert": (0.01, 0.01)})
+    assert j.verdict is JudgeVerdict.FAIL and j.metric("alert").beyond_fail_limit
+
+
+def test_a_canary_on_its_calibration_beside_a_drifted_stable_passes():
+    # a hotfix: stable storms at 5 % on drifted traffic, the recalibrated canary alerts its promised 1 %
+    rng = np.random.default_rng(9)
+    c, s = (rng.random(N_C) < 0.01).astype(float), (rng.random(N_S) < 0.05).astype(float)
+    m = judge({"alert": (c, s)}, JudgeConfig(), expected={"alert": (0.01, 0.01)}).metric("alert")
+    assert m.classification is Classification.PASS and "the gap is stable's" in m.reason
+    # without expectations the same gap is a silence against stable
+    m = judge({"alert": (c, s)}, JudgeConfig()).metric("alert")
+    assert m.classification is Classification.LOW
+
+
+@pytest.mark.parametrize("effect, kwargs", [("no change", {}), ("silent", {"alert": 0.0})])
+def test_too_little_traffic_is_inconclusive_never_pass(effect, kwargs):
+    # 0.1 % base, 1,800 canary events: 1.8 expected alerts; silence cannot be told from luck
+    j = judge(grid_pair(4, base=0.001, **kwargs), expected={"alert": (0.001, 0.001)})
+    assert j.verdict is JudgeVerdict.INCONCLUSIVE, j.reason
+    m = j.metric("alert")
+    assert m.classification is Classification.LOW_POWER and not m.power["enough"]
+    assert "more canary samples" in m.reason and "too little traffic to judge alert" in j.reason
+    assert m.power["needed_scale"] > 1.5 and "alert" in j.power and "needs" in j.power
+
+
+def test_low_power_never_hides_a_failure():
+    j = judge(grid_pair(6, latency=3.0, n_c=150, n_s=150), expected={"alert": (0.01, 0.01)})
+    assert j.verdict is JudgeVerdict.FAIL and j.metric("latency_ms").beyond_fail_limit
+
+
+def test_the_power_rule_can_be_turned_off():
+    pair_ = grid_pair(4, base=0.001)
+    assert judge(pair_, JudgeConfig(power=0.0), expected={"alert": (0.001, 0.001)}).verdict is JudgeVerdict.PASS
+    assert judge(pair_, JudgeConfig(power=0.0)).metric("alert").power is None
+
+
+def test_a_powered_window_reports_ok():
+    j = judge(grid_pair(2), expected={"alert": (0.01, 0.01)})
+    assert j.verdict is JudgeVerdict.PASS and j.power.startswith("ok (min power")
+    assert json.loads(json.dumps(j.to_dict(), allow_nan=False))["power"] == j.power
+
+
+def test_rate_ratio_settings_need_factors():
+    from pydantic import ValidationError
+
+    from ebmops.core.settings import CanaryMetricSettings
+
+    with pytest.raises(ValidationError, match="must exceed 1"):
+        CanaryMetricSettings(effect="rate_ratio", effect_size=0.05)

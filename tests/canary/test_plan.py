@@ -11,8 +11,8 @@ def test_defaults_from_settings(settings):
     plan = RolloutPlan.from_settings(settings)
     assert plan.kind == "standard"
     assert plan.waves == [["us-east"], ["eu-west"], ["ap-south"]]
-    assert plan.steps == [0.05, 0.25, 0.5, 1.0]
-    assert plan.bake_s == [60.0] * 4
+    assert plan.steps == [0.25, 0.5, 1.0]
+    assert plan.bake_s == [180.0] * 3
     assert plan.approval == [True, True, True]
     assert plan.approval_timeout_s == 3600
     assert plan.oncall_roster == ["oncall"]
@@ -52,7 +52,7 @@ def test_overrides(settings):
 
 def test_new_steps_keep_the_configured_bake_and_waves_the_approval(settings):
     plan = RolloutPlan.from_settings(settings, steps=[0.5, 1.0], waves=[["ap-south"]])
-    assert plan.bake_s == [60.0, 60.0] and plan.approval == [True]
+    assert plan.bake_s == [180.0, 180.0] and plan.approval == [True]
 
 
 def test_plan_round_trips_through_json(settings):
@@ -69,7 +69,7 @@ def test_plan_round_trips_through_json(settings):
     ({"steps": [0.0, 1.0]}, "steps[0]"),
     ({"steps": [0.5, 1.5]}, "steps[1]"),
     ({"steps": []}, "steps"),
-    ({"bake_s": [1, 2]}, "bake_s has 2 entries for 4 steps"),
+    ({"bake_s": [1, 2]}, "bake_s has 2 entries for 3 steps"),
     ({"bake_s": -1}, "bake_s[0]"),
     ({"approval": [True]}, "approval has 1 entries for 3 waves"),
     ({"approval_timeout_s": 0}, "approval_timeout_s"),

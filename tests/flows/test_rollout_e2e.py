@@ -58,7 +58,10 @@ def stack(tmp_path_factory, data_home, kdd99):
                "EBMOPS_SYNC__SIGNING_KEY": "r" * 40, "EBMOPS_SERVING__BASE_PORT": str(_free_base_port(3)),
                "EBMOPS_SERVING__POLL_INTERVAL_S": "30", "EBMOPS_ROLLOUT__STEPS": "[0.5, 1.0]",
                "EBMOPS_ROLLOUT__BAKE_S": "3", "EBMOPS_ROLLOUT__ONCALL_ROSTER": '["oncall", "alice"]',
-               "EBMOPS_ROLLOUT__APPROVAL_TIMEOUT_S": "300", "COLUMNS": "200"}
+               "EBMOPS_ROLLOUT__APPROVAL_TIMEOUT_S": "300", "COLUMNS": "200",
+               # 3 s bakes hold about 60 requests per side: too few for the power rule's +1 point of errors, so
+               # every step would wait for a human. The rule has its own tests; the silent-canary test turns it on.
+               "EBMOPS_ROLLOUT__ANALYSIS__POWER": "0"}
         env.pop("EBMOPS_CONFIG", None)
         with env_overrides({k: v for k, v in env.items() if k.startswith("EBMOPS_")}):
             settings = load_settings()
@@ -216,3 +219,51 @@ def test_an_approval_nobody_gives_times_out_and_rolls_the_wave_back(stack):
     status = json.loads(_cli(env, "regions", "status", "--json").stdout)
     assert status["regions"]["us-east"]["served_stable"] == v1 and status["regions"]["us-east"]["served_canary"] is None
     assert store.active_rollout(settings.registry.model_name) is None
+
+
+def _silenced_copy(settings, version: str, workdir, x) -> str:
+    """Register v``version``'s network with a threshold no event reaches: a detector that never alerts,
+    whose training run still says it was calibrated at the usual quantile (the bug a canary must catch)."""
+    import torch
+
+    from registry import ModelRegistry
+
+    reg = ModelRegistry.from_settings(settings)
+    module = torch.jit.load(str(reg.download_torchscript(version, workdir / "source.pt")), map_location="cpu").eval()
+    module.threshold.fill_(1e30)
+    torch.jit.save(module, str(workdir / "model.pt"))
+    cal = reg.download_artifact(version, "calibration_energies.npy", workdir / "cal")
+    meta = reg.model_metadata(version)
+    run_id = reg.log_training_run(
+        params={"threshold_quantile": settings.training.threshold_quantile, "silenced_copy_of": version},
+        metrics={}, tags={"test": "silenced"}, scripted_path=workdir / "model.pt", input_example=x[:5],
+        threshold=1e30, feature_names=list(meta["feature_names"]), device="cpu",
+        data_fingerprint=meta["data_fingerprint"], extra_artifacts={"calibration_energies.npy": cal},
+        run_name=f"silenced-v{version}")
+    return reg.register(run_id, tags={"cost": "0", "device_hours": "0", "price_per_hour": "0"}).version
+
+
+def test_a_silent_candidate_is_rolled_back_in_the_first_region(stack, tmp_path, kdd99):
+    env, settings, v2 = stack["env"], stack["settings"], stack["v2"]
+    x = kdd99.frame[list(kdd99.schema.features)].to_numpy(np.float32)
+    silent = _silenced_copy(settings, v2, tmp_path, x)
+    stable = json.loads(_cli(env, "regions", "status", "--json").stdout)["regions"]["us-east"]["served_stable"]
+    # with the power rule on: a failure it sees outranks the errors it cannot judge in a 3 s window
+    r = _cli({**env, "EBMOPS_ROLLOUT__ANALYSIS__POWER": "0.8"}, "rollout", "start", silent, "--auto-approve",
+             "--as", "oncall", "--json", check=False)
+    assert r.returncode == 12, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    first = out["regions"][0]
+    assert out["phase"] == "rolled_back" and first["region"] == "us-east" and first["phase"] == "rolled_back"
+    assert "alert" in first["failed"] and first["step"] == "1/2"  # caught at the first step
+    assert [r["phase"] for r in out["regions"][1:]] == ["aborted", "aborted"]
+    ro = open_store(settings).get_rollout(out["id"])
+    alert = next(m for m in ro.region("us-east").last_analysis["judgement"]["metrics"] if m["name"] == "alert")
+    assert alert["classification"] == "low" and alert["beyond_fail_limit"] and "silent" in alert["reason"]
+    assert alert["details"]["canary_events"] == 0 and alert["details"]["stable_events"] > 0
+    assert alert["details"]["vs_expected"]["expected"] == pytest.approx(1 - settings.training.threshold_quantile)
+    status = json.loads(_cli(env, "regions", "status", "--json").stdout)
+    assert status["regions"]["us-east"]["served_stable"] == stable
+    assert status["regions"]["us-east"]["served_canary"] is None
+    shown = json.loads(_cli(env, "rollout", "status", out["id"], "--json").stdout)
+    assert shown["regions"][0]["power"]  # the power line of the failed analysis is shown
