@@ -57,86 +57,108 @@ def _rollout_table(out: dict) -> None:
                 title=f"rollout {out['id'][:8]} of v{out['version']}: {out['phase']}")
 
 
-def run_demo(*, bench_out: str | None = None) -> dict:
-    """Run every act; returns the timings (the drift part is also bench/results/drift.json's source)."""
-    os.environ.update({k: v for k, v in DEMO_ENV.items() if k not in os.environ})
+def _dev_key_unless_configured() -> None:
     if not (os.environ.get("EBMOPS_SYNC__SIGNING_KEY") or os.environ.get("EBMOPS_SYNC__SIGNING_KEY_FILE")):
         os.environ["EBMOPS_SYNC__DEV_MODE"] = "true"
         console.print("[yellow]no signing key set: the demo signs bundles with the public development key "
                       "(sync.dev_mode); set EBMOPS_SYNC__SIGNING_KEY in production[/yellow]")
-    s = _settings()
-    from ebmops.core.runtime import env_overrides, prepare_environment
 
-    prepare_environment(s)
-    from ebmops.tools.views import mlflow_ui_hint, print_gate, train_result_tables
-    from ebmops.tools.localnodes import start_nodes
-    from ebmops.tools.replay import Replayer
-    from ebmops.core.state import open_store
-    from flows.rollout import rollout as rollout_flow
+
+def _act_first_version(s) -> str:
+    """Act 1: validate, train, evaluate, register and gate v1; it becomes the baseline everywhere."""
+    from ebmops.tools.views import print_gate, train_result_tables
     from flows.sync import sync as sync_flow
     from flows.train import train as train_flow
     from registry import ModelRegistry
-
-    t0 = time.perf_counter()
-    timings: dict = {}
-    approver = s.rollout.oncall_roster[0]
-    reg = ModelRegistry.from_settings(s)
-    console.rule("[bold]ebmops demo[/bold]")
-    console.print(f"home: {s.home}  (state {s.resolved_state_url}, MLflow {s.resolved_tracking_uri})")
 
     console.rule("1. validate, train, evaluate, register, gate v1; publish it everywhere")
     res = train_flow()
     train_result_tables(res, s)
     print_gate(res["gate"]["report"])
     v1 = res["version"]
+    reg = ModelRegistry.from_settings(s)
     if reg.get_by_alias(CHAMPION) is None:
         reg.set_alias(CHAMPION, v1)  # the first version has no champion to beat: it becomes the baseline
     sync_flow(version=v1, reason="manual")
+    return v1
 
-    console.rule("2. three regional nodes on loopback, kdd99 events replayed to each")
-    from ebmops.core.data import load_dataset
 
-    ds = load_dataset(s.data.dataset, s)
-    x = ds.features_array()
-    with start_nodes(s, wait_ready=True) as nodes:
-        urls = {r: n.url for r, n in nodes.nodes.items()}
-        print_table([{"region": r, "url": u, "pid": nodes.nodes[r].pid} for r, u in urls.items()],
-                    ["region", "url", "pid"], title="nodes")
-        with Replayer(urls, x, batch=32, rate=40) as replay:
-            time.sleep(5)
-            _traffic_table(replay, "live traffic (32-event requests, 40 requests/s per region)")
-            stats = {r: replay.traffic[r].summary() for r in urls}
+def _act_retrain_rollout(s, replay, approver: str) -> None:
+    """Act 3: an ordinary retrain, gated, rolled out region by region under live traffic."""
+    from ebmops.tools.views import print_gate
+    from flows.rollout import rollout as rollout_flow
+    from flows.train import train as train_flow
 
-            console.rule("3. a retrain (v2), gated, rolled out region by region")
-            res2 = train_flow(seed=s.training.seed + 1, progress=False)
-            print_gate(res2["gate"]["report"])
-            v2 = res2["version"]
-            replay.reset_stats()
-            out = rollout_flow(version=v2, auto_approve_as=approver, created_by=approver)
-            _rollout_table(out)
-            _traffic_table(replay, "traffic during the rollout")
+    console.rule("3. a retrain (v2), gated, rolled out region by region")
+    res2 = train_flow(seed=s.training.seed + 1, progress=False)
+    print_gate(res2["gate"]["report"])
+    replay.reset_stats()
+    _rollout_table(rollout_flow(version=res2["version"], auto_approve_as=approver, created_by=approver))
+    _traffic_table(replay, "traffic during the rollout")
 
-            console.rule("4. a deliberately bad candidate: its threshold flags most events")
-            with env_overrides({"EBMOPS_TRAINING__THRESHOLD_QUANTILE": "0.05"}):
-                res3 = train_flow(seed=s.training.seed + 2, progress=False, run_gate=False)
-            v3 = res3["version"]
-            console.print(f"v{v3}: threshold {res3['threshold']:.4g} (the 5 % quantile of its calibration energies)")
-            bad = rollout_flow(version=v3, auto_approve_as=approver, created_by=approver)
-            _rollout_table(bad)
 
-            console.rule("5. drift: eu-west's traffic shifts; monitor, hotfix, serve")
-            timings = drift_scenario(s, replay, region="eu-west", approver=approver)
-            _traffic_table(replay, "traffic after the hotfix")
+def _act_bad_candidate(s, approver: str) -> None:
+    """Act 4: a candidate whose threshold flags most events; the canary rolls it back."""
+    from ebmops.core.runtime import env_overrides
+    from flows.rollout import rollout as rollout_flow
+    from flows.train import train as train_flow
+
+    console.rule("4. a deliberately bad candidate: its threshold flags most events")
+    with env_overrides({"EBMOPS_TRAINING__THRESHOLD_QUANTILE": "0.05"}):
+        res3 = train_flow(seed=s.training.seed + 2, progress=False, run_gate=False)
+    v3 = res3["version"]
+    console.print(f"v{v3}: threshold {res3['threshold']:.4g} (the 5 % quantile of its calibration energies)")
+    _rollout_table(rollout_flow(version=v3, auto_approve_as=approver, created_by=approver))
+
+
+def _audit_table() -> None:
+    from ebmops.core.state import open_store
+    from ebmops.core.state.audit import verify
 
     store = open_store(_settings())
     entries = store.list_audit(limit=12)
     print_table([{"seq": e.seq, "when": e.created_at, "kind": e.kind, "version": e.version, "region": e.region,
                   "actor": e.actor} for e in reversed(entries)], ["seq", "when", "kind", "version", "region", "actor"],
                 title="audit log (latest 12; `ebmops audit log` for all)")
-    from ebmops.core.state.audit import verify
-
     v = verify(store)
     console.print(f"audit chain: {'intact' if v.ok else 'BROKEN: ' + str(v.problem)} ({v.n_records} records)")
+
+
+def run_demo(*, bench_out: str | None = None) -> dict:
+    """Run every act; returns the timings (the drift part is also bench/results/drift.json's source)."""
+    os.environ.update({k: v for k, v in DEMO_ENV.items() if k not in os.environ})
+    _dev_key_unless_configured()
+    s = _settings()
+    from ebmops.core.data import load_dataset
+    from ebmops.core.runtime import prepare_environment
+    from ebmops.tools.localnodes import start_nodes
+    from ebmops.tools.replay import Replayer
+    from ebmops.tools.views import mlflow_ui_hint
+
+    prepare_environment(s)
+    t0 = time.perf_counter()
+    approver = s.rollout.oncall_roster[0]
+    console.rule("[bold]ebmops demo[/bold]")
+    console.print(f"home: {s.home}  (state {s.resolved_state_url}, MLflow {s.resolved_tracking_uri})")
+    _act_first_version(s)
+
+    console.rule("2. three regional nodes on loopback, kdd99 events replayed to each")
+    x = load_dataset(s.data.dataset, s).features_array()
+    with start_nodes(s, wait_ready=True) as nodes:
+        urls = {r: n.url for r, n in nodes.nodes.items()}
+        print_table([{"region": r, "url": u, "pid": nodes.nodes[r].pid} for r, u in urls.items()],
+                    ["region", "url", "pid"], title="nodes")
+        with Replayer(urls, x, batch=32, rate=40) as replay:
+            time.sleep(5)  # a few seconds of traffic to show: the table reports what was served, nothing waits on it
+            _traffic_table(replay, "live traffic (32-event requests, 40 requests/s per region)")
+            stats = {r: replay.traffic[r].summary() for r in urls}
+            _act_retrain_rollout(s, replay, approver)
+            _act_bad_candidate(s, approver)
+            console.rule("5. drift: eu-west's traffic shifts; monitor, hotfix, serve")
+            timings = drift_scenario(s, replay, region="eu-west", approver=approver)
+            _traffic_table(replay, "traffic after the hotfix")
+
+    _audit_table()
     console.rule(f"done in {time.perf_counter() - t0:.0f} s")
     console.print(f"Open the MLflow UI: [bold]{mlflow_ui_hint(s)}[/bold] then http://127.0.0.1:5000")
     result = {"traffic": stats, "drift": timings, "seconds": time.perf_counter() - t0}
