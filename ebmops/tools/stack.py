@@ -246,7 +246,9 @@ def port_free(host: str, port: int) -> bool:
 
 def repo_dir() -> Path:
     """The checkout whose prefect.yaml and flows the stack deploys (the worker runs flows from it)."""
-    here = Path(__file__).resolve().parents[1]
+    import ebmops
+
+    here = Path(ebmops.__file__).resolve().parents[1]  # the checkout that holds the ebmops package
     for cand in (here, Path.cwd()):
         if (cand / "prefect.yaml").is_file() and (cand / "flows").is_dir():
             return cand

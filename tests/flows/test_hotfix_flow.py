@@ -9,7 +9,7 @@ import time
 import pytest
 
 from ebmops.core.state import open_store
-from tests.flows.test_sync_flow import _free_base_port
+from tests.servers import free_port_run
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ def test_a_drifted_region_is_detected_hotfixed_and_serves_the_fix(prefect_server
     from flows.train import train
     from registry import ModelRegistry
 
-    for k, v in {"EBMOPS_SYNC__SIGNING_KEY": "h" * 40, "EBMOPS_SERVING__BASE_PORT": str(_free_base_port(1)),
+    for k, v in {"EBMOPS_SYNC__SIGNING_KEY": "h" * 40, "EBMOPS_SERVING__BASE_PORT": str(free_port_run(1)),
                  "EBMOPS_DATA__REGIONS": f'["{REGION}"]', "EBMOPS_ROLLOUT__STEPS": "[0.5, 1.0]",
                  "EBMOPS_ROLLOUT__HOTFIX__BAKE_S": "2", "EBMOPS_ROLLOUT__ONCALL_ROSTER": '["oncall"]'}.items():
         monkeypatch.setenv(k, v)

@@ -18,7 +18,7 @@ import pytest
 
 from ebmops.core.settings import load_settings
 from ebmops.core.state import open_store
-from tests.flows.test_sync_flow import _free_base_port
+from tests.servers import free_port_run
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,7 @@ def stack(tmp_path_factory, data_home, kdd99):
     (home / "data" / "kdd99.parquet").symlink_to(load_settings(home=data_home).data_dir / "kdd99.parquet")
     with prefect_server_process() as api:
         env = {**os.environ, "EBMOPS_HOME": str(home), "PREFECT_API_URL": api,
-               "EBMOPS_SYNC__SIGNING_KEY": "r" * 40, "EBMOPS_SERVING__BASE_PORT": str(_free_base_port(3)),
+               "EBMOPS_SYNC__SIGNING_KEY": "r" * 40, "EBMOPS_SERVING__BASE_PORT": str(free_port_run(3)),
                "EBMOPS_SERVING__POLL_INTERVAL_S": "30", "EBMOPS_ROLLOUT__STEPS": "[0.5, 1.0]",
                "EBMOPS_ROLLOUT__BAKE_S": "3", "EBMOPS_ROLLOUT__ONCALL_ROSTER": '["oncall", "alice"]',
                "EBMOPS_ROLLOUT__APPROVAL_TIMEOUT_S": "300", "COLUMNS": "200",

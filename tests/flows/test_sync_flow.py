@@ -4,36 +4,15 @@ flow run to three local region stores, served by three real node processes on lo
 from __future__ import annotations
 
 import json
-import socket
 
 import httpx
 import numpy as np
 import pytest
 
 from ebmops.core.state import open_store
+from tests.servers import free_port_run
 
 pytestmark = pytest.mark.slow
-
-
-def _free_base_port(n: int) -> int:
-    """A base port with ``n`` consecutive free ports after it."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n >= 65535:
-            continue
-        ok = True
-        for p in range(base, base + n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port range")
 
 
 def test_sync_publishes_to_every_region_and_the_nodes_serve_it(prefect_server, flow_env, monkeypatch, kdd99):
@@ -47,7 +26,7 @@ def test_sync_publishes_to_every_region_and_the_nodes_serve_it(prefect_server, f
     from registry.signing import signing_key
 
     monkeypatch.setenv("EBMOPS_SYNC__SIGNING_KEY", "k" * 40)
-    monkeypatch.setenv("EBMOPS_SERVING__BASE_PORT", str(_free_base_port(3)))
+    monkeypatch.setenv("EBMOPS_SERVING__BASE_PORT", str(free_port_run(3)))
     monkeypatch.setenv("EBMOPS_SERVING__POLL_INTERVAL_S", "60")  # only /admin/reload makes them load quickly
     get_settings.cache_clear()
     settings = load_settings()
