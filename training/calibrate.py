@@ -45,6 +45,14 @@ def calibrate_threshold(energies: np.ndarray, quantile: float) -> float:
     return float(np.quantile(e, quantile))
 
 
+def expected_alert_rate(energies: np.ndarray, quantile: float) -> float:
+    """The share of normal events a threshold calibrated at ``quantile`` on ``energies`` flags
+    (``energy > threshold``): ``1 - quantile`` for continuous energies, less where events tie at the
+    threshold, as they do on discrete traffic (many identical connections score one energy)."""
+    e = np.asarray(energies, dtype=np.float64)
+    return float(np.mean(e > calibrate_threshold(e, quantile)))
+
+
 def set_threshold(model: torch.nn.Module, threshold: float) -> None:
     """Store ``threshold`` in the model's buffer (exported with it)."""
     model.threshold.fill_(float(threshold))

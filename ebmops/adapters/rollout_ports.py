@@ -120,22 +120,27 @@ class RegionTraffic:
         return self._gauges[version]
 
     def _expected_alert_rate(self, version: str, threshold: float | None) -> float | None:
-        """The share of normal events the version should flag: 1 - its training run's threshold
-        quantile (what its threshold was set for); without that param, the share of its calibration
-        energies above the threshold it serves."""
+        """The share of normal events the version should flag: what a threshold at its training run's
+        quantile flags among its calibration energies (1 - quantile, less the ties at the threshold on
+        discrete traffic). Computed from the quantile, not from the served threshold, so a version whose
+        threshold is wrong is held to what it was meant to flag. Without the quantile: the share of its
+        calibration energies above the served threshold; without calibration energies: 1 - quantile."""
         if version not in self._expected:
-            rate = None
+            from training.calibrate import expected_alert_rate
+
+            q = None
             try:
                 from registry import ModelRegistry
 
                 q = ModelRegistry.from_settings(self.settings).run_params(version).get("threshold_quantile")
-                rate = 1.0 - float(q) if q is not None else None
             except Exception as e:  # noqa: BLE001 - without an expectation the judge compares with stable only
                 log.warning("no threshold quantile for version %s (%s)", version, e)
-            if rate is None:
-                cal = self._gauge(version)
-                if cal is not None and len(cal) and threshold is not None:
-                    rate = float(np.mean(cal > threshold))
+            cal = self._gauge(version)
+            has_cal = cal is not None and len(cal) > 0
+            if q is not None:
+                rate = expected_alert_rate(cal, float(q)) if has_cal else 1.0 - float(q)
+            else:
+                rate = float(np.mean(cal > threshold)) if has_cal and threshold is not None else None
             self._expected[version] = rate
         return self._expected[version]
 

@@ -40,3 +40,16 @@ def test_score_restores_the_training_flag_and_batches_consistently(synthetic):
     model = train_energy_model(split.x_train, small_cfg(epochs=1), progress=False).model.train()
     whole, batched = score(model, split.x_test), score(model, split.x_test, batch_size=7)
     assert model.training and np.allclose(whole, batched, rtol=0, atol=1e-5)
+
+
+def test_expected_alert_rate_counts_the_ties_at_the_threshold():
+    from training.calibrate import expected_alert_rate
+
+    rng = np.random.default_rng(3)
+    continuous = rng.normal(size=20_000)
+    assert abs(expected_alert_rate(continuous, 0.99) - 0.01) < 1e-3
+    # discrete traffic: 60 % of events score one energy, the rest spread above; at q = 0.5 the threshold
+    # sits on the tied value and only the events above it alert: 40 %, not 50 %
+    discrete = np.concatenate([np.full(6_000, 2.0), rng.uniform(3.0, 9.0, 4_000)])
+    assert expected_alert_rate(discrete, 0.5) == pytest.approx(0.4)
+    assert expected_alert_rate(discrete, 0.9) == pytest.approx(0.1, abs=1e-3)
