@@ -5,7 +5,16 @@
     GET  /readyz         200 once a verified, warmed-up model serves; 503 before
     GET  /metrics        Prometheus text (the app's own registry)
     GET  /stats          what is served, the latest refusal, recent latencies and energies per version
+    GET  /recent         the newest kept events and their energies (drift reports, hotfixes)
+    GET  /v1/models      the served versions and their roles
     POST /admin/reload   reconcile with the desired state now
+
+With tokens configured (serving.auth, see serving/auth.py) every request but the public probes
+needs a bearer token with the path's scope, checked in ``NodeApp.__call__`` before any routing,
+and is counted and rate-limited per client. ``/score`` bodies are bounded: a Content-Length over
+serving.max_body_bytes is refused before a byte of the body is read, a body without one is read
+up to that cap, and one that has not arrived within serving.body_timeout_s is dropped; each of
+those answers closes the connection, so the unread rest costs nothing.
 
 Bodies are parsed from bytes with orjson and answered with orjson: pydantic request models
 would cost more than scoring a 1-event request. For the same reason ``POST /score`` does not go
@@ -41,7 +50,9 @@ from ebmops.errors import ConfigError
 from ebmops.settings import REGION_NAME_PATTERN, Settings
 from registry.objectstore.base import ObjectStore
 from registry.signing import SigningKey
+from serving.auth import Denial, TokenGuard, scope_of
 from serving.batcher import MicroBatcher
+from serving.logs import note
 from serving.metrics import EnergyShift, NodeMetrics, RecentStats
 from serving.recent import RecentEvents
 from serving.model import LoadedModel
@@ -55,6 +66,9 @@ SCORE_PATH = "/score"
 # A request of at most this many events that finds the micro-batcher idle is scored on the event
 # loop (MicroBatcher.inline_max_events): cheaper than the thread hand-overs for tiny batches.
 INLINE_MAX_EVENTS = 8
+# A refused /score body up to this size is left for the HTTP parser to skip (the connection stays
+# open for the client's next request); a larger or unknown one closes the connection instead.
+SMALL_BODY = 65536
 _DUMPS_OPTS = orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -111,18 +125,24 @@ class Node:
         self._rng = np.random.default_rng()
         self._requests_by_status: dict[int, Any] = {}  # labelled children, looked up once
         self._events_by_version: dict[str, Any] = {}
+        self.guard = TokenGuard(self.cfg.auth, self.metrics)
+        self._tokens_task: asyncio.Task | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
         await self.batcher.start()
         self._reconcile_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ebm-reconcile")
         self._poll_task = asyncio.create_task(self._poll(), name="ebm-reconcile-poll")
+        if self.cfg.auth.tokens_file is not None:
+            self._tokens_task = asyncio.create_task(self._watch_tokens(), name="ebm-tokens-watch")
 
     async def stop(self) -> None:
-        if self._poll_task is not None:
-            self._poll_task.cancel()
+        for task in (self._poll_task, self._tokens_task):
+            if task is None:
+                continue
+            task.cancel()
             try:
-                await self._poll_task
+                await task
             except asyncio.CancelledError:
                 pass
         await self.batcher.stop()
@@ -145,15 +165,35 @@ class Node:
                 self.metrics.errors.labels(kind="reconcile").inc()
             await asyncio.sleep(self.cfg.poll_interval_s)
 
+    async def _watch_tokens(self) -> None:
+        """Re-read the tokens file when it changes: rotation without a restart."""
+        while True:
+            await asyncio.sleep(self.cfg.auth.reload_s)
+            try:
+                if self.guard.reload():
+                    note(log, logging.INFO, "tokens reloaded", region=self.region, model=self.state.model_name)
+            except Exception:  # noqa: BLE001 - a bad file keeps the current tokens
+                log.exception("%s: token reload failed", self.region)
+
     # ---- scoring --------------------------------------------------------------------------
     async def handle_score(self, read_body: Callable[[], Awaitable[bytes]], content_type: str | None = None,
-                           accept: str | None = None) -> Reply:
-        """One POST /score, whatever serves it: the reply, counted by status; never raises."""
+                           accept: str | None = None, admit: Callable[[int], Denial | None] | None = None,
+                           request_id: str | None = None) -> Reply:
+        """One POST /score, whatever serves it: the reply, counted by status; never raises.
+        ``admit(n)`` (the client's event bucket) may refuse a parsed request of ``n`` events."""
         t0 = time.perf_counter()
         try:
-            reply = await self.score(await read_body(), content_type, accept)
+            reply = await self.score(await read_body(), content_type, accept, admit)
+        except InputError as e:  # the body itself was refused (too large, too slow): close, leave the rest unread
+            self.metrics.errors.labels(kind="too-large" if e.status == 413 else "body-timeout").inc()
+            note(log, logging.WARNING, f"/score body refused: {e.reason}", region=self.region,
+                 model=self.state.model_name, request_id=request_id, status=e.status)
+            reply = Reply.json(e.body(), e.status, headers=(("Connection", "close"),))
         except Exception as e:  # noqa: BLE001 - counted and answered here, never a dropped connection
-            log.exception("%s: /score failed", self.region)
+            serving = self.state.serving
+            note(log, logging.ERROR, "/score failed", exc_info=True, region=self.region, model=self.state.model_name,
+                 version=serving.stable.version if serving else None,
+                 generation=serving.generation if serving else None, request_id=request_id)
             self.metrics.errors.labels(kind="internal").inc()
             reply = Reply.json({"error": "internal error", "field": None, "reason": f"{type(e).__name__}: {e}"}, 500)
         counter = self._requests_by_status.get(reply.status)
@@ -164,7 +204,8 @@ class Node:
             self.metrics.latency.observe(time.perf_counter() - t0)
         return reply
 
-    async def score(self, raw: bytes, content_type: str | None = None, accept: str | None = None) -> Reply:
+    async def score(self, raw: bytes, content_type: str | None = None, accept: str | None = None,
+                    admit: Callable[[int], Denial | None] | None = None) -> Reply:
         """Score a /score body (JSON, or float32 rows when ``content_type`` is ``F32``)."""
         serving = self.state.serving  # captured once: this request is served by this snapshot throughout
         if serving is None:
@@ -182,6 +223,10 @@ class Node:
         except InputError as e:
             self.metrics.errors.labels(kind={400: "bad-json", 413: "too-large"}.get(e.status, "invalid-input")).inc()
             return Reply.json(e.body(), e.status)
+        if admit is not None:
+            denial = admit(req.n)
+            if denial is not None:
+                return Reply.json(denial.body, denial.status, denial.headers)
         canary_mask = self._route(serving, req.keys, req.n)
         energies, versions = await self._score_routed(serving, schema, req.x, canary_mask)
         anomaly = self._record(serving, energies, canary_mask, (time.perf_counter() - t0) * 1000.0)
@@ -305,43 +350,106 @@ def _columns(x: np.ndarray, schema: list[str], model: LoadedModel) -> np.ndarray
 
 
 class NodeApp(FastAPI):
-    """The node's FastAPI app, with ``POST /score`` answered as bare ASGI in front of it (see the
-    module docstring); everything else, lifespan included, is FastAPI's."""
+    """The node's FastAPI app, with ``POST /score`` answered as bare ASGI in front of it and every
+    request's token checked before routing (see the module docstring); everything else, lifespan
+    included, is FastAPI's."""
 
     node: Node
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == SCORE_PATH:
-            await self._score(scope, receive, send)
-        else:
-            await super().__call__(scope, receive, send)
+        if scope["type"] == "http":
+            if scope["method"] == "POST" and scope["path"] == SCORE_PATH:
+                return await self._score(scope, receive, send)
+            guard = self.node.guard
+            if guard.enabled:
+                needed = scope_of(scope["path"], guard.cfg)
+                if needed is not None:
+                    authorization = None
+                    for name, value in scope["headers"]:
+                        if name == b"authorization":
+                            authorization = value
+                            break
+                    client = guard.authorize(authorization, needed)
+                    denial = client if isinstance(client, Denial) else guard.admit_request(client)
+                    if denial is not None:
+                        return await _send(send, Reply.json(denial.body, denial.status, denial.headers))
+        await super().__call__(scope, receive, send)
 
     async def _score(self, scope, receive, send) -> None:
-        async def read_body() -> bytes:
-            message = await receive()
-            if message["type"] != "http.request":
-                raise ClientDisconnect()  # what Starlette's Request.body() raises: counted like it
-            body = message.get("body", b"")
-            if not message.get("more_body", False):
-                return body
-            chunks = [body]
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":
-                    raise ClientDisconnect()
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body", False):
-                    return b"".join(chunks)
-
-        content_type = accept = None
+        node = self.node
+        content_type = accept = authorization = length = request_id = None
         for name, value in scope["headers"]:  # ASGI: lowercased names, bytes
             if name == b"content-type":
                 content_type = value.decode("latin-1")
             elif name == b"accept":
                 accept = value.decode("latin-1")
-        reply = await self.node.handle_score(read_body, content_type, accept)
-        await send({"type": "http.response.start", "status": reply.status, "headers": reply.asgi_headers()})
-        await send({"type": "http.response.body", "body": reply.body})
+            elif name == b"authorization":
+                authorization = value
+            elif name == b"content-length":
+                length = value
+            elif name == b"x-request-id":
+                request_id = value.decode("latin-1")[:128]
+        admit = None
+        guard = node.guard
+        if guard.enabled:
+            client = guard.authorize(authorization, "score")
+            denial = client if isinstance(client, Denial) else guard.admit_request(client)
+            if denial is not None:  # the body stays unread: a large or unknown one closes the connection
+                close = length is None or not length.isdigit() or int(length) > SMALL_BODY
+                return await _send(send, Reply.json(denial.body, denial.status,
+                                                    (*denial.headers, ("Connection", "close")) if close
+                                                    else denial.headers))
+            admit = lambda n: guard.admit_events(client, n)  # noqa: E731
+        cap = node.cfg.max_body_bytes
+        if length is not None and (not length.isdigit() or int(length) > cap):
+            node.metrics.errors.labels(kind="too-large").inc()
+            return await _send(send, Reply.json(
+                {"error": "body too large", "field": None,
+                 "reason": f"Content-Length {length.decode('latin-1')} is over this node's limit of {cap} bytes "
+                           "(serving.max_body_bytes); split the events over several requests"}, 413,
+                (("Connection", "close"),)))
+        timeout_s = node.cfg.body_timeout_s
+
+        async def read_body() -> bytes:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    return await _read_capped(receive, cap)
+            except TimeoutError:
+                raise InputError(408, "body timeout", None, f"the body did not arrive within {timeout_s:g} s "
+                                                            "(serving.body_timeout_s)") from None
+
+        reply = await node.handle_score(read_body, content_type, accept, admit, request_id)
+        await _send(send, reply)
+
+
+async def _read_capped(receive, cap: int) -> bytes:
+    """The request body, refused (413) as soon as it passes ``cap`` bytes."""
+    message = await receive()
+    if message["type"] != "http.request":
+        raise ClientDisconnect()  # what Starlette's Request.body() raises: counted like it
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > cap:
+            raise InputError(413, "body too large", None, f"the body passed this node's limit of {cap} bytes "
+                                                          "(serving.max_body_bytes); split the events over several "
+                                                          "requests")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _send(send, reply: Reply) -> None:
+    await send({"type": "http.response.start", "status": reply.status, "headers": reply.asgi_headers()})
+    await send({"type": "http.response.body", "body": reply.body})
 
 
 def create_app(settings: Settings, region: str, store: ObjectStore | None = None,
@@ -420,6 +528,14 @@ def _routes(app: FastAPI, node: Node) -> None:
         features, x, e = await asyncio.get_running_loop().run_in_executor(None, node.recent.latest, n)
         return Response(orjson.dumps({"region": node.region, "features": features, "events": x, "energies": e},
                                      option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+    @app.get("/v1/models")
+    async def models() -> Response:
+        """What this node serves, one entry per loaded version (for clients and the read scope)."""
+        serving = node.state.serving
+        data = [{"id": f"{node.state.model_name}/{v}", "model": node.state.model_name, "version": v, "role": r,
+                 "generation": serving.generation} for v, r in (serving.roles() if serving else {}).items()]
+        return json_response({"object": "list", "region": node.region, "data": data})
 
     @app.post("/admin/reload")
     async def reload() -> Response:

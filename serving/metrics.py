@@ -127,7 +127,7 @@ class NodeMetrics:
         self.requests = Counter(f"{PREFIX}_requests", "Score requests answered, by HTTP status.", ["status"], registry=r)
         self.events = Counter(f"{PREFIX}_events", "Events scored, by model version.", ["version"], registry=r)
         self.errors = Counter(f"{PREFIX}_errors", "Errors, by kind (bad-json, invalid-input, too-large, no-model, "
-                                                  "internal, reconcile, non-finite-energy).", ["kind"], registry=r)
+                                                  "internal, reconcile, non-finite-energy, body-timeout).", ["kind"], registry=r)
         self.latency = Histogram(f"{PREFIX}_request_seconds", "Wall time of a score request, parse to response.",
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.batch_events = Histogram(f"{PREFIX}_micro_batch_events", "Events per model call of the micro-batcher.",
@@ -139,6 +139,12 @@ class NodeMetrics:
         self.generation = Gauge(f"{PREFIX}_desired_generation", "Generation of the desired state being served.",
                                 registry=r)
         self.canary_weight = Gauge(f"{PREFIX}_canary_weight", "Share of traffic routed to the canary.", registry=r)
+        self.client_requests = Counter(f"{PREFIX}_client_requests",
+                                       "Requests checked against tokens, by client (token name, or anonymous) and "
+                                       "outcome (ok, unauthorized, forbidden, rate_limited).", ["client", "outcome"],
+                                       registry=r)
+        self.client_events = Counter(f"{PREFIX}_client_events", "Events admitted for scoring, by client.", ["client"],
+                                     registry=r)
         self.info = Gauge(f"{PREFIX}_region_info", "1, labelled with the node's region.", ["region"], registry=r)
         self.info.labels(region=region).set(1)
         self.energies = EnergyHistograms()
