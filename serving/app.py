@@ -110,7 +110,7 @@ class Node:
         self.cfg = settings.serving
         self.region = region
         self.state = NodeState(region, settings.registry.model_name)
-        self.metrics = NodeMetrics(region)
+        self.metrics = NodeMetrics(region, settings.registry.model_name)
         self.stats = RecentStats(self.cfg.stats_window)
         self.recent = RecentEvents(self.cfg.recent_events, self.cfg.recent_keep_every) \
             if self.cfg.recent_events else None
@@ -403,6 +403,8 @@ class NodeApp(FastAPI):
         cap = node.cfg.max_body_bytes
         if length is not None and (not length.isdigit() or int(length) > cap):
             node.metrics.errors.labels(kind="too-large").inc()
+            note(log, logging.WARNING, "/score body refused from its Content-Length", region=node.region,
+                 model=node.state.model_name, request_id=request_id, status=413)
             return await _send(send, Reply.json(
                 {"error": "body too large", "field": None,
                  "reason": f"Content-Length {length.decode('latin-1')} is over this node's limit of {cap} bytes "

@@ -184,8 +184,9 @@ class TokenGuard:
                                    old.counters if old is not None else {})
         self.by_digest = {e.sha256: (e.sha256, clients[e.name]) for e in entries}
         self.clients = clients
-        log.info("tokens loaded: %d tokens for %d clients (%s)", len(entries), len(clients),
-                 ", ".join(sorted(clients)) or "none")
+        if self.enabled:
+            log.info("tokens loaded: %d tokens for %d clients (%s)", len(entries), len(clients),
+                     ", ".join(sorted(clients)) or "none")
         return True
 
     # ---- checks ------------------------------------------------------------------------

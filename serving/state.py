@@ -150,6 +150,8 @@ class Reconciler:
             return self._refuse(Refusal("store-unreadable", str(e), "store"))
         if desired is None:
             return ReconcileResult("no-desired-state", current)
+        if self.metrics is not None:  # what the store asks for, applied or not: the "served != desired" alert
+            self.metrics.target_generation.set(desired.generation)
         if current is not None and desired.generation == current.generation:
             return ReconcileResult("unchanged", current)
         if current is not None and desired.generation < current.generation:
