@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Protocol
 
@@ -49,12 +49,18 @@ def region_alias(region: str) -> str:
 
 
 # ---- ports ----------------------------------------------------------------------------------
+class SamplesUnavailable(Exception):
+    """Some of a region's node replicas could not be read: the judge holds instead of judging part of the region."""
+
+
 @dataclass(frozen=True)
 class VersionCounters:
-    """Totals a node reports for one version, to cut "samples since the step began" from its rings."""
+    """Totals a node reports for one version, to cut "samples since the step began" from its rings;
+    ``parts``: each replica's (requests, events), for pooled samples."""
 
     requests: int = 0
     events: int = 0
+    parts: tuple = ()
 
 
 @dataclass
@@ -68,8 +74,31 @@ class VersionSamples:
     energies: np.ndarray  # gauge-normalised energies per event
     alerts: np.ndarray    # 0/1 per event
 
+    parts: tuple = ()  # per replica, when pooled from several (oldest first within each)
+
+    @classmethod
+    def empty(cls) -> "VersionSamples":
+        return cls(0, 0, *(np.empty(0) for _ in range(4)))
+
+    @classmethod
+    def pooled(cls, parts: list["VersionSamples"]) -> "VersionSamples":
+        """One sample of a region's replicas (the judge's tests do not depend on order)."""
+        return cls(sum(p.requests for p in parts), sum(p.events for p in parts),
+                   *(np.concatenate([getattr(p, a) for p in parts])
+                     for a in ("latency_ms", "outcomes", "energies", "alerts")), parts=tuple(parts))
+
+    def counters(self) -> dict:
+        """What ``since`` needs later (stored as the step's baseline)."""
+        out: dict = {"requests": self.requests, "events": self.events}
+        if self.parts:
+            out["parts"] = [[p.requests, p.events] for p in self.parts]
+        return out
+
     def since(self, base: VersionCounters) -> "VersionSamples":
-        """Only the samples taken after ``base`` was read (bounded by the node's window)."""
+        """Only the samples taken after ``base`` was read (bounded by the node's window); pooled samples are
+        cut replica by replica when ``base`` has the same replicas."""
+        if self.parts and len(base.parts) == len(self.parts):
+            return VersionSamples.pooled([p.since(VersionCounters(*b)) for p, b in zip(self.parts, base.parts)])
         nr = max(0, min(len(self.latency_ms), self.requests - base.requests))
         ne = max(0, min(len(self.energies), self.events - base.events))
         return VersionSamples(self.requests, self.events, self.latency_ms[len(self.latency_ms) - nr:],
@@ -207,8 +236,7 @@ class RolloutController:
                     carry: dict | None = None) -> None:
         weight = plan.steps[step]
         self.traffic.set_traffic(reg.region, stable=reg.stable_version, canary=ro.version, weight=weight)
-        base = {v: {"requests": s.requests, "events": s.events}
-                for v, s in self.traffic.samples(reg.region).items()}
+        base = {v: s.counters() for v, s in self.traffic.samples(reg.region).items()}
         self.store.update_region(ro.id, reg.region, phase=Phase.PROGRESSING, expected_phase=expected,
                                  step_index=step, weight=weight,
                                  last_analysis={**(carry if carry is not None else reg.last_analysis or {}),
@@ -222,8 +250,11 @@ class RolloutController:
         region, version, stable = reg.region, ro.version, reg.stable_version
         prev = reg.last_analysis or {}
         base = prev.get("baseline") or {}
-        now = self.traffic.samples(region)
-        empty = VersionSamples(0, 0, *(np.empty(0) for _ in range(4)))
+        try:
+            now, unavailable = self.traffic.samples(region), None
+        except SamplesUnavailable as e:  # hold: a human decides, told which replicas are missing
+            now, unavailable = {}, str(e)
+        empty = VersionSamples.empty()
 
         def window(v: str | None) -> VersionSamples:
             if v is None or v not in now:
@@ -243,6 +274,8 @@ class RolloutController:
                            error=(c.outcomes, latest.outcomes))
         samples = {k: v for k, v in samples.items() if k in plan.analysis.metrics}
         j = judge(samples, plan.analysis)
+        if unavailable:
+            j = replace(j, verdict=JudgeVerdict.INCONCLUSIVE, score=None, reason=unavailable)
         step = reg.step_index or 0
         analysis = {**prev, "step": step, "weight": plan.steps[step], "judgement": j.to_dict(),
                     "n_canary_events": int(len(c.energies)), "n_stable_events": int(len(s.energies))}

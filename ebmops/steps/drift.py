@@ -44,12 +44,42 @@ def _calibration(settings: Settings, version: str, cache: dict) -> np.ndarray | 
     return cache[version]
 
 
-def node_stats(settings: Settings, region: str) -> dict:
+def _replica_bodies(settings: Settings, region: str, path: str, params: dict | None = None,
+                    timeout_s: float = 10.0) -> list[dict]:
+    """``GET path`` of every node replica of the region that answers; raises when none does."""
     import httpx
 
-    r = httpx.get(settings.node_url(region) + "/stats", timeout=10)
-    r.raise_for_status()
-    return r.json()
+    from serving.client import node_client, replica_urls
+
+    bodies, errors = [], []
+    with node_client(settings, timeout_s) as client:
+        for url in replica_urls(settings, region):
+            try:
+                r = client.get(url + path, params=params)
+                r.raise_for_status()
+                bodies.append(r.json())
+            except (httpx.HTTPError, ValueError) as e:
+                errors.append(f"{url}: {type(e).__name__}: {e}")
+    if not bodies:
+        raise EbmopsError(f"{region}: no node replica answers {path}: " + ("; ".join(errors) or "no replica configured"))
+    if errors:
+        log.warning("%s: %d node replicas did not answer %s, pooling the others: %s", region, len(errors), path,
+                    "; ".join(errors))
+    return bodies
+
+
+def node_stats(settings: Settings, region: str) -> dict:
+    """The region's /stats, pooled over its replicas: roles from the first, each version's recent energies
+    from all of them."""
+    bodies = _replica_bodies(settings, region, "/stats")
+    out = dict(bodies[0])
+    pooled: dict[str, dict] = {}
+    for body in bodies:
+        for version, vs in (body.get("by_version") or {}).items():
+            into = pooled.setdefault(version, {**vs, "energies": []})
+            into["energies"] = list(into["energies"]) + list(vs.get("energies") or [])
+    out["by_version"] = pooled
+    return out
 
 
 def monitor_region(settings: Settings, store, region: str, *, now: datetime | None = None,
@@ -142,15 +172,18 @@ def breach_report(settings: Settings, observation: dict) -> str | None:
 
 
 def fetch_recent(settings: Settings, region: str, n: int, path: Path) -> Path:
-    """The node's recent events (features and energies) as Parquet at ``path``."""
-    import httpx
+    """The region's recent events (features and energies) as Parquet at ``path``, pooled over its replicas."""
     import pandas as pd
 
-    r = httpx.get(settings.node_url(region) + "/recent", params={"n": n}, timeout=30)
-    r.raise_for_status()
-    body = r.json()
-    frame = pd.DataFrame(np.asarray(body["events"], dtype=np.float32), columns=body["features"])
-    frame["energy"] = np.asarray(body["energies"], dtype=np.float32)
+    from serving.client import replica_urls
+
+    k = max(1, len(replica_urls(settings, region)))
+    bodies = _replica_bodies(settings, region, "/recent", {"n": -(-n // k)}, timeout_s=30)
+    features = bodies[0]["features"]
+    same = [b for b in bodies if b["features"] == features]  # a replica mid-reload may serve another schema
+    events = [np.asarray(b["events"], dtype=np.float32).reshape(-1, len(features)) for b in same]
+    frame = pd.DataFrame(np.concatenate(events), columns=features)
+    frame["energy"] = np.concatenate([np.asarray(b["energies"], dtype=np.float32) for b in same])
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path)
     return path

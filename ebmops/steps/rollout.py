@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from canary.controller import Decision, RolloutController, VersionSamples
+from canary.controller import Decision, RolloutController, SamplesUnavailable, VersionSamples
 from canary.phases import Phase, TransitionRefused, is_terminal
 from canary.plan import RolloutPlan
 from ebmops.errors import EbmopsError
@@ -131,12 +131,34 @@ class RegionTraffic:
         return self._gauges[version]
 
     def samples(self, region: str) -> dict[str, VersionSamples]:
+        """Every replica's recent samples, pooled per version; SamplesUnavailable names the replicas that
+        could not be read (the judge does not judge on part of the region)."""
         import httpx
 
-        r = httpx.get(self.settings.node_url(region) + "/stats", timeout=10)
-        r.raise_for_status()
+        from serving.client import node_client, replica_urls
+
+        urls = replica_urls(self.settings, region)
+        bodies, failed = [], []
+        with node_client(self.settings, 10) as client:
+            for url in urls:
+                try:
+                    r = client.get(url + "/stats")
+                    r.raise_for_status()
+                    bodies.append(r.json())
+                except (httpx.HTTPError, ValueError) as e:
+                    failed.append(f"{url} ({type(e).__name__}: {e})")
+        if failed or not urls:
+            raise SamplesUnavailable(f"{region}: {len(failed)} of {len(urls)} node replicas unreachable, not judged: "
+                                     + ("; ".join(failed) or "serving.node_urls resolves to no address"))
+        parts = [self._samples_of(body) for body in bodies]
+        if len(parts) == 1:
+            return parts[0]
+        return {v: VersionSamples.pooled([p[v] if v in p else VersionSamples.empty() for p in parts])
+                for v in dict.fromkeys(v for p in parts for v in p)}
+
+    def _samples_of(self, body: dict) -> dict[str, VersionSamples]:
         out = {}
-        for version, s in (r.json().get("by_version") or {}).items():
+        for version, s in (body.get("by_version") or {}).items():
             e = np.asarray(s.get("energies") or [], dtype=np.float64)
             thr = s.get("threshold")
             cal = self._gauge(version)

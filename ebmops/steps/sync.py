@@ -4,7 +4,9 @@ A sync takes one registered version (by default the gate-passed ``@candidate``) 
 publishes it as a signed bundle to every region's object store (blobs first, the manifest and
 the region's desired state last), records each region's seconds and bytes in the state store,
 then tells the regional nodes to reload at once instead of waiting for their next poll, and
-optionally waits until every reachable node serves the version.
+optionally waits until every reachable node serves the version. A region may have several node
+replicas (serving.node_urls, serving/client.py): each is reloaded and waited for, and a region's
+report combines them (versions only when every reachable replica agrees).
 """
 
 from __future__ import annotations
@@ -128,7 +130,8 @@ def publish(settings: Settings, bundle: SyncBundle, regions: Sequence[str], *, s
 
 @dataclass
 class NodeReport:
-    """What a region's node said (or that it could not be reached)."""
+    """What a region's node said (or that it could not be reached); for a region of several replicas,
+    their combination (see ``combine``), each replica's own report in ``replicas``."""
 
     region: str
     url: str
@@ -139,6 +142,7 @@ class NodeReport:
     generation: int | None = None
     last_error: str | None = None
     error: str | None = None
+    replicas: list["NodeReport"] = field(default_factory=list)
 
     def serves(self, version: str) -> bool:
         return self.reachable and version in (self.stable_version, self.canary_version)
@@ -156,9 +160,30 @@ def _node_report(region: str, url: str, body: dict) -> NodeReport:
                       generation=body.get("generation"), last_error=err)
 
 
+def combine(region: str, reps: list[NodeReport]) -> NodeReport:
+    """One report for a region's replicas: reachable when any is; a version, weight or error only when
+    every reachable replica agrees (else None: not yet served everywhere); the oldest generation."""
+    if len(reps) == 1:
+        return reps[0]
+    up = [r for r in reps if r.reachable]
+
+    def agreed(attr: str):
+        values = {getattr(r, attr) for r in up}
+        return values.pop() if len(values) == 1 else None
+
+    errors = [f"{r.url}: {r.last_error}" for r in up if r.last_error]
+    down = [f"{r.url}: {r.error}" for r in reps if not r.reachable]
+    return NodeReport(region=region, url=", ".join(r.url for r in reps) or "(no replica)", reachable=bool(up),
+                      stable_version=agreed("stable_version"), canary_version=agreed("canary_version"),
+                      canary_weight=agreed("canary_weight"),
+                      generation=min((r.generation or 0 for r in up), default=None),
+                      last_error="; ".join(errors) or None, error="; ".join(down) or None, replicas=reps)
+
+
 def node_reports(settings: Settings, regions: Sequence[str], *, reload: bool = False,
                  timeout_s: float = 5.0) -> dict[str, NodeReport]:
-    """Ask each region's node what it serves (``GET /stats``), or to reload first (``POST /admin/reload``).
+    """Ask each region's node replicas what they serve (``GET /stats``), or to reload first
+    (``POST /admin/reload``); one combined report per region.
 
     A node that is down is reported as unreachable, not raised: nodes poll their store, so a
     node that was down picks the version up when it comes back.
@@ -167,8 +192,11 @@ def node_reports(settings: Settings, regions: Sequence[str], *, reload: bool = F
 
     from concurrent.futures import ThreadPoolExecutor
 
-    def one(client: httpx.Client, region: str) -> NodeReport:
-        url = settings.node_url(region)
+    from serving.client import node_client, replica_urls
+
+    targets = [(region, url) for region in regions for url in replica_urls(settings, region)]
+
+    def one(client: httpx.Client, region: str, url: str) -> NodeReport:
         try:
             if reload:
                 r = client.post(f"{url}/admin/reload")
@@ -179,14 +207,20 @@ def node_reports(settings: Settings, regions: Sequence[str], *, reload: bool = F
                 r = client.get(f"{url}/stats")
                 r.raise_for_status()
             return _node_report(region, url, r.json())
+        except httpx.HTTPStatusError as e:
+            return NodeReport(region=region, url=url, reachable=False, error=_refused(e.response))
         except (httpx.HTTPError, ValueError) as e:
             return NodeReport(region=region, url=url, reachable=False, error=f"{type(e).__name__}: {e}")
 
     # Nodes load in parallel: a reload verifies, loads and warms a model before it answers.
-    with httpx.Client(timeout=timeout_s) as client, ThreadPoolExecutor(max_workers=max(1, len(regions))) as pool:
-        reports = list(pool.map(lambda r: one(client, r), regions))
-    out = {r.region: r for r in reports}
-    return out
+    with node_client(settings, timeout_s) as client, ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
+        reports = list(pool.map(lambda t: one(client, *t), targets))
+    by_region: dict[str, list[NodeReport]] = {r: [] for r in regions}
+    for rep in reports:
+        by_region[rep.region].append(rep)
+    return {r: combine(r, reps) if reps else NodeReport(region=r, url="(no replica)", reachable=False,
+                                                        error="serving.node_urls names no reachable address")
+            for r, reps in by_region.items()}
 
 
 def notify_and_wait(settings: Settings, regions: Sequence[str], version: str, *, wait_s: float = 0.0,
@@ -213,12 +247,27 @@ def notify_and_wait(settings: Settings, regions: Sequence[str], version: str, *,
            for r, rep in reports.items()}
     lagging = [r for r, rep in reports.items() if rep.reachable and not rep.serves(version)]
     if wait_s > 0 and lagging:
-        detail = "; ".join(f"{r}: serves {reports[r].stable_version}"
-                           + (f" (last error: {reports[r].last_error})" if reports[r].last_error else "")
-                           for r in lagging)
+        detail = "; ".join(_lag(reports[r], version) for r in lagging)
         raise SyncNotServed(f"version {version} was published, but after {wait_s:.0f} s these nodes do not serve it: "
                             f"{detail}. Check `ebmops regions status` and the node logs")
     return out
+
+
+def _refused(r) -> str:
+    """An HTTP error of a node, with the fix when it is about the control plane's token."""
+    if r.status_code in (401, 403):
+        return (f"HTTP {r.status_code}: the node refused the control plane's token; set serving.client_token (or "
+                "client_token_file) to a token with the read and admin scopes")
+    return f"HTTP {r.status_code}: {r.text[:200]}"
+
+
+def _lag(rep: NodeReport, version: str) -> str:
+    if not rep.replicas:
+        return f"{rep.region}: serves {rep.stable_version}" + (f" (last error: {rep.last_error})"
+                                                              if rep.last_error else "")
+    return f"{rep.region}: " + ", ".join(
+        f"replica {r.url} serves {r.stable_version}" + (f" (last error: {r.last_error})" if r.last_error else "")
+        for r in rep.replicas if r.reachable and not r.serves(version))
 
 
 def regions_status(settings: Settings, regions: Sequence[str] | None = None, *, timeout_s: float = 2.0) -> dict:
@@ -248,19 +297,8 @@ def regions_status(settings: Settings, regions: Sequence[str] | None = None, *, 
         except EbmopsError as e:
             issues.append(f"desired state unusable: {e}")
         node = nodes[region]
-        if not node.reachable:
-            issues.append(f"node unreachable at {node.url}")
-        elif desired is not None:
-            if node.stable_version != desired.stable_version:
-                issues.append(f"node serves stable {node.stable_version}, desired {desired.stable_version}")
-            if node.canary_version != desired.canary_version:
-                issues.append(f"node serves canary {node.canary_version}, desired {desired.canary_version}")
-            elif desired.canary_version and abs((node.canary_weight or 0.0) - desired.canary_weight) > 1e-9:
-                issues.append(f"node splits {node.canary_weight} to the canary, desired {desired.canary_weight}")
-            if (node.generation or 0) < desired.generation:
-                issues.append(f"node at generation {node.generation}, desired {desired.generation}")
-        if node.reachable and node.last_error:
-            issues.append(f"node refused the last reload: {node.last_error}")
+        for rep in node.replicas or [node]:
+            issues.extend(_replica_issues(rep, desired, prefix=f"replica {rep.url}: " if node.replicas else ""))
         rows[region] = {"region": region,
                         "desired_stable": desired.stable_version if desired else None,
                         "desired_canary": desired.canary_version if desired else None,
@@ -269,6 +307,10 @@ def regions_status(settings: Settings, regions: Sequence[str] | None = None, *, 
                         "node_url": node.url, "node_reachable": node.reachable,
                         "served_stable": node.stable_version, "served_canary": node.canary_version,
                         "served_weight": node.canary_weight, "served_generation": node.generation,
+                        "replicas": [{"url": r.url, "reachable": r.reachable, "served_stable": r.stable_version,
+                                      "served_canary": r.canary_version, "served_weight": r.canary_weight,
+                                      "served_generation": r.generation, "error": r.error or r.last_error}
+                                     for r in node.replicas or [node]],
                         "issues": issues}
     stables = {r["desired_stable"] for r in rows.values() if r["desired_stable"]}
     global_issues = []
@@ -277,6 +319,25 @@ def regions_status(settings: Settings, regions: Sequence[str] | None = None, *, 
         global_issues.append(f"regions disagree on the stable version: {by}")
     consistent = not global_issues and all(not r["issues"] for r in rows.values())
     return {"model": model, "consistent": consistent, "issues": global_issues, "regions": rows}
+
+
+def _replica_issues(node: NodeReport, desired, prefix: str = "") -> list[str]:
+    """What is wrong with one node replica against the region's desired state."""
+    issues = []
+    if not node.reachable:
+        issues.append(f"{prefix}node unreachable at {node.url}")
+    elif desired is not None:
+        if node.stable_version != desired.stable_version:
+            issues.append(f"{prefix}node serves stable {node.stable_version}, desired {desired.stable_version}")
+        if node.canary_version != desired.canary_version:
+            issues.append(f"{prefix}node serves canary {node.canary_version}, desired {desired.canary_version}")
+        elif desired.canary_version and abs((node.canary_weight or 0.0) - desired.canary_weight) > 1e-9:
+            issues.append(f"{prefix}node splits {node.canary_weight} to the canary, desired {desired.canary_weight}")
+        if (node.generation or 0) < desired.generation:
+            issues.append(f"{prefix}node at generation {node.generation}, desired {desired.generation}")
+    if node.reachable and node.last_error:
+        issues.append(f"{prefix}node refused the last reload: {node.last_error}")
+    return issues
 
 
 def reconcile_plan(settings: Settings, regions: Sequence[str] | None = None, store=None) -> dict:
