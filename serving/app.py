@@ -126,6 +126,7 @@ class Node:
         self._requests_by_status: dict[int, Any] = {}  # labelled children, looked up once
         self._events_by_version: dict[str, Any] = {}
         self.guard = TokenGuard(self.cfg.auth, self.metrics)
+        self.bodies = BodyDeadlines(self.cfg.body_timeout_s)
         self._tokens_task: asyncio.Task | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -135,6 +136,7 @@ class Node:
         self._poll_task = asyncio.create_task(self._poll(), name="ebm-reconcile-poll")
         if self.cfg.auth.tokens_file is not None:
             self._tokens_task = asyncio.create_task(self._watch_tokens(), name="ebm-tokens-watch")
+        self.bodies.start()
 
     async def stop(self) -> None:
         for task in (self._poll_task, self._tokens_task):
@@ -145,6 +147,7 @@ class Node:
                 await task
             except asyncio.CancelledError:
                 pass
+        await self.bodies.stop()
         await self.batcher.stop()
         if self._reconcile_pool is not None:
             self._reconcile_pool.shutdown(wait=False, cancel_futures=True)
@@ -410,18 +413,60 @@ class NodeApp(FastAPI):
                  "reason": f"Content-Length {length.decode('latin-1')} is over this node's limit of {cap} bytes "
                            "(serving.max_body_bytes); split the events over several requests"}, 413,
                 (("Connection", "close"),)))
-        timeout_s = node.cfg.body_timeout_s
-
         async def read_body() -> bytes:
-            try:
-                async with asyncio.timeout(timeout_s):
-                    return await _read_capped(receive, cap)
-            except TimeoutError:
-                raise InputError(408, "body timeout", None, f"the body did not arrive within {timeout_s:g} s "
-                                                            "(serving.body_timeout_s)") from None
+            return await node.bodies.read(_read_capped(receive, cap))
 
         reply = await node.handle_score(read_body, content_type, accept, admit, request_id)
         await _send(send, reply)
+
+
+class BodyDeadlines:
+    """Drops a /score body that has not arrived ``timeout_s`` after the read began (408).
+
+    A timer per request (``asyncio.timeout``) costs about 5 us, 6 % of a 1-event request's CPU; here a
+    read costs a dict insert and delete, and one sweeper task cancels the overdue reads a few times per
+    timeout (so a read is dropped between ``timeout_s`` and ``1.25 * timeout_s``)."""
+
+    def __init__(self, timeout_s: float):
+        self.timeout_s = timeout_s
+        self._reading: dict[asyncio.Task, float] = {}
+        self._expired: set[asyncio.Task] = set()
+        self._sweeper: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep(), name="ebm-body-deadlines")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            try:
+                await self._sweeper
+            except asyncio.CancelledError:
+                pass
+
+    async def read(self, body: Awaitable[bytes]) -> bytes:
+        task = asyncio.current_task()
+        self._reading[task] = time.monotonic() + self.timeout_s
+        try:
+            return await body
+        except asyncio.CancelledError:
+            if task not in self._expired:
+                raise
+            task.uncancel()
+            raise InputError(408, "body timeout", None, f"the body did not arrive within {self.timeout_s:g} s "
+                                                        "(serving.body_timeout_s)") from None
+        finally:
+            del self._reading[task]
+            self._expired.discard(task)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.timeout_s / 4)
+            now = time.monotonic()
+            for task, deadline in list(self._reading.items()):
+                if deadline < now and task not in self._expired:
+                    self._expired.add(task)
+                    task.cancel()
 
 
 async def _read_capped(receive, cap: int) -> bytes:

@@ -263,3 +263,13 @@ def test_node_process_with_tokens_binds_all_addresses_and_logs_json_without_secr
     assert served[0]["model"] == "ebm-anomaly" and served[0]["generation"] == 1
     assert token not in out
     assert np.isfinite(r.json()["energies"][0])
+
+
+def test_config_show_never_prints_the_control_planes_token(tmp_path):
+    token = new_token()
+    env = {**os.environ, "EBMOPS_HOME": str(tmp_path), "EBMOPS_SERVING__CLIENT_TOKEN": token}
+    env.pop("EBMOPS_CONFIG", None)
+    out = subprocess.run([sys.executable, "-m", "ebmops.cli.main", "config", "show", "--json"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert token not in out.stdout + out.stderr and '"client_token": "**********"' in out.stdout
