@@ -300,9 +300,96 @@ def test_auth_and_rate_limit_overhead(benchmark, stack):
                          "plain_p99_ms": [p["p99_ms"] for p, _ in pairs], "auth_p99_ms": [a["p99_ms"] for _, a in pairs],
                          "overhead": 1.0 - statistics.median(a[key] / p[key] for p, a in pairs),
                          "cpu_overhead": statistics.median(a[cpu] / p[cpu] for p, a in pairs) - 1.0}
+    result["in_process"] = _asgi_cpu_overhead(stack)
     _results["auth_overhead"] = result
     _assert_target("auth_overhead_256")
     _assert_target("auth_overhead_single")
+
+
+def _asgi_cpu_overhead(stack, rounds: int = 5, requests: dict | None = None) -> dict:
+    """The same comparison without the network and the load generator: two node apps in this process (no
+    tokens; tokens + rate limits), each request driven straight through the ASGI app, CPU time
+    (``time.process_time``, every thread) per request. Less sensitive to the other work on the machine
+    than the HTTP figures, it isolates what the checks cost the node."""
+    import asyncio
+    import statistics
+
+    import uvloop
+
+    from ebmops.settings import load_settings
+    from registry.objectstore.factory import store_for_region
+    from registry.signing import signing_key
+    from serving.app import create_app
+    from serving.auth import config_line
+    from bench.loadgen import make_bodies
+
+    requests = requests or {"single": 4000, "batch_256": 400}
+    base = stack["settings"]
+    secured = load_settings(home=base.home, sync={"signing_key": h.SIGNING_SECRET}, serving={
+        "auth": {"tokens": [yaml_entry(config_line("bench", stack["token"], ["score"]))],
+                 "requests_per_s": 1e6, "events_per_s": 1e9}})
+    key = signing_key(base, verify_only=True)
+    apps = {name: create_app(s, REGION, store=store_for_region(base, REGION), key=key)
+            for name, s in (("plain", base), ("auth", secured))}
+    auth_header = [(b"authorization", f"Bearer {stack['token']}".encode())]
+
+    async def drive(app, body: bytes, headers, n: int) -> float:
+        scope = {"type": "http", "method": "POST", "path": "/score", "http_version": "1.1", "scheme": "http",
+                 "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
+                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                             *headers]}
+        message = {"type": "http.request", "body": body, "more_body": False}
+        statuses = []
+
+        async def receive():
+            return message
+
+        async def send(m):
+            if m["type"] == "http.response.start":
+                statuses.append(m["status"])
+
+        t0 = time.process_time()
+        for _ in range(n):
+            await app(scope, receive, send)
+        cpu = time.process_time() - t0
+        assert set(statuses) == {200}, set(statuses)
+        return 1e6 * cpu / n
+
+    async def main() -> dict:
+        for app in apps.values():
+            await app.node.start()
+            await app.node.reconcile()
+            assert app.node.state.serving is not None, app.node.state.last_error
+            # back-to-back requests from one driver never look "quiet" to the micro-batcher: make each small
+            # one take the same path (inline), or timing noise decides inline vs thread hand-over
+            app.node.batcher.inline_idle_s = 0.0
+        out = {}
+        try:
+            for shape, epr in (("single", 1), ("batch_256", BATCH_EVENTS)):
+                body = make_bodies(stack["events"], epr, "ebmops", count=1)[0]
+                n = requests[shape]
+                cpu = {"plain": [], "auth": []}
+                await drive(apps["plain"], body, [], n // 4)  # warm-up
+                await drive(apps["auth"], body, auth_header, n // 4)
+                for _ in range(rounds):
+                    cpu["plain"].append(await drive(apps["plain"], body, [], n))
+                    cpu["auth"].append(await drive(apps["auth"], body, auth_header, n))
+                out[shape] = {"requests_per_round": n, "rounds": rounds,
+                              "plain_cpu_us_per_request": cpu["plain"], "auth_cpu_us_per_request": cpu["auth"],
+                              "cpu_overhead": statistics.median(a / p for p, a in zip(cpu["plain"], cpu["auth"]))
+                              - 1.0}
+        finally:
+            for app in apps.values():
+                await app.node.stop()
+        return out
+
+    return uvloop.run(main())
+
+
+def yaml_entry(line: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(line)[0]
 
 
 # ---- (f) LitServe on the same model -------------------------------------------------------------------

@@ -50,7 +50,7 @@ from ebmops.errors import ConfigError
 from ebmops.settings import REGION_NAME_PATTERN, Settings
 from registry.objectstore.base import ObjectStore
 from registry.signing import SigningKey
-from serving.auth import Denial, TokenGuard, scope_of
+from serving.auth import Client, Denial, TokenGuard, scope_of
 from serving.batcher import MicroBatcher
 from serving.logs import note
 from serving.metrics import EnergyShift, NodeMetrics, RecentStats
@@ -180,10 +180,10 @@ class Node:
 
     # ---- scoring --------------------------------------------------------------------------
     async def handle_score(self, read_body: Callable[[], Awaitable[bytes]], content_type: str | None = None,
-                           accept: str | None = None, admit: Callable[[int], Denial | None] | None = None,
+                           accept: str | None = None, admit: Client | None = None,
                            request_id: str | None = None) -> Reply:
         """One POST /score, whatever serves it: the reply, counted by status; never raises.
-        ``admit(n)`` (the client's event bucket) may refuse a parsed request of ``n`` events."""
+        ``admit``: the client whose event bucket is charged once the request's events are counted."""
         t0 = time.perf_counter()
         try:
             reply = await self.score(await read_body(), content_type, accept, admit)
@@ -208,7 +208,7 @@ class Node:
         return reply
 
     async def score(self, raw: bytes, content_type: str | None = None, accept: str | None = None,
-                    admit: Callable[[int], Denial | None] | None = None) -> Reply:
+                    admit: Client | None = None) -> Reply:
         """Score a /score body (JSON, or float32 rows when ``content_type`` is ``F32``)."""
         serving = self.state.serving  # captured once: this request is served by this snapshot throughout
         if serving is None:
@@ -227,7 +227,7 @@ class Node:
             self.metrics.errors.labels(kind={400: "bad-json", 413: "too-large"}.get(e.status, "invalid-input")).inc()
             return Reply.json(e.body(), e.status)
         if admit is not None:
-            denial = admit(req.n)
+            denial = self.guard.admit_events(admit, req.n)
             if denial is not None:
                 return Reply.json(denial.body, denial.status, denial.headers)
         canary_mask = self._route(serving, req.keys, req.n)
@@ -402,7 +402,7 @@ class NodeApp(FastAPI):
                 return await _send(send, Reply.json(denial.body, denial.status,
                                                     (*denial.headers, ("Connection", "close")) if close
                                                     else denial.headers))
-            admit = lambda n: guard.admit_events(client, n)  # noqa: E731
+            admit = client
         cap = node.cfg.max_body_bytes
         if length is not None and (not length.isdigit() or int(length) > cap):
             node.metrics.errors.labels(kind="too-large").inc()

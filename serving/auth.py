@@ -31,7 +31,6 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ebmops.errors import ConfigError
 from ebmops.settings import AuthSettings, TokenEntry
@@ -81,13 +80,18 @@ class Bucket:
 
 @dataclass
 class Client:
-    """A named client: the scopes of its valid tokens, its two buckets, its labelled counters."""
+    """A named client: the scopes of its valid tokens, its two buckets, its counts (plain ints, exported
+    by ``ClientCounters`` when scraped: a Prometheus ``Counter.inc`` per request would cost more)."""
 
     name: str
     scopes: frozenset[str]
     requests: Bucket
     events: Bucket
-    counters: dict[str, Any] = field(default_factory=dict)  # outcome -> labelled Counter child
+    counts: dict[str, int] = field(default_factory=dict)  # outcome -> requests; EVENTS -> events admitted
+
+
+EVENTS = "events"
+OUTCOMES = ("ok", "unauthorized", "forbidden", "rate_limited")
 
 
 @dataclass(frozen=True)
@@ -133,9 +137,12 @@ class TokenGuard:
 
     def __init__(self, cfg: AuthSettings, metrics=None):
         self.cfg = cfg
-        self.metrics = metrics
         self.by_digest: dict[str, tuple[str, Client]] = {}
         self.clients: dict[str, Client] = {}
+        self.anonymous: dict[str, int] = {}
+        self.retired: dict[str, dict[str, int]] = {}  # counts of clients no longer configured (counters never drop)
+        if metrics is not None:
+            metrics.registry.register(ClientCounters(self))
         self.checked_signature: tuple | None = None
         self.enabled = cfg.enabled
         self.reload(force=True)
@@ -181,8 +188,11 @@ class TokenGuard:
             keep = old is not None and old.requests.rate == rq and old.events.rate == ev
             clients[name] = Client(name, frozenset(sc), old.requests if keep else Bucket(rq, self.cfg.burst_s),
                                    old.events if keep else Bucket(ev, self.cfg.burst_s),
-                                   old.counters if old is not None else {})
+                                   old.counts if old is not None else {})
         self.by_digest = {e.sha256: (e.sha256, clients[e.name]) for e in entries}
+        for name, old in self.clients.items():
+            if name not in clients:
+                self.retired[name] = old.counts
         self.clients = clients
         if self.enabled:
             log.info("tokens loaded: %d tokens for %d clients (%s)", len(entries), len(clients),
@@ -219,18 +229,16 @@ class TokenGuard:
         wait = client.requests.take(1.0, time.monotonic())
         if wait:
             return self._limited(client, "requests_per_s", client.requests.rate, wait)
-        self.count(client, "ok")
+        counts = client.counts
+        counts["ok"] = counts.get("ok", 0) + 1
         return None
 
     def admit_events(self, client: Client, n: int) -> Denial | None:
         wait = client.events.take(float(n), time.monotonic())
         if wait:
             return self._limited(client, "events_per_s", client.events.rate, wait)
-        if self.metrics is not None:
-            c = client.counters.get("events")
-            if c is None:
-                c = client.counters["events"] = self.metrics.client_events.labels(client=client.name)
-            c.inc(n)
+        counts = client.counts
+        counts[EVENTS] = counts.get(EVENTS, 0) + n
         return None
 
     def _limited(self, client: Client, limit: str, rate: float, wait: float) -> Denial:
@@ -242,15 +250,35 @@ class TokenGuard:
                       (("Retry-After", str(retry)),))
 
     def count(self, client: Client | str, outcome: str) -> None:
-        if self.metrics is None:
-            return
-        if isinstance(client, str):
-            self.metrics.client_requests.labels(client=client, outcome=outcome).inc()
-            return
-        c = client.counters.get(outcome)
-        if c is None:
-            c = client.counters[outcome] = self.metrics.client_requests.labels(client=client.name, outcome=outcome)
-        c.inc()
+        counts = self.anonymous if isinstance(client, str) else client.counts
+        counts[outcome] = counts.get(outcome, 0) + 1
+
+
+class ClientCounters:
+    """``ebmops_node_client_requests_total{client, outcome}`` and ``ebmops_node_client_events_total{client}``,
+    read from the guard's counts when scraped."""
+
+    def __init__(self, guard: TokenGuard):
+        self.guard = guard
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        req = CounterMetricFamily("ebmops_node_client_requests", "Requests checked against tokens, by client "
+                                  "(token name, or anonymous) and outcome (ok, unauthorized, forbidden, "
+                                  "rate_limited).", labels=["client", "outcome"])
+        ev = CounterMetricFamily("ebmops_node_client_events", "Events admitted for scoring, by client.",
+                                 labels=["client"])
+        rows = [(ANONYMOUS, dict(self.guard.anonymous)), *((n, dict(c)) for n, c in self.guard.retired.items()),
+                *((c.name, dict(c.counts)) for c in list(self.guard.clients.values()))]
+        for name, counts in rows:
+            for outcome in OUTCOMES:
+                if outcome in counts:
+                    req.add_metric([name, outcome], counts[outcome])
+            if EVENTS in counts:
+                ev.add_metric([name], counts[EVENTS])
+        yield req
+        yield ev
 
 
 def scope_of(path: str, cfg: AuthSettings) -> str | None:

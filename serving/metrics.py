@@ -145,12 +145,6 @@ class NodeMetrics:
         self.ready = Gauge(f"{PREFIX}_ready", "1 once a verified, warmed-up model serves (what /readyz says).",
                            registry=r)
         self.canary_weight = Gauge(f"{PREFIX}_canary_weight", "Share of traffic routed to the canary.", registry=r)
-        self.client_requests = Counter(f"{PREFIX}_client_requests",
-                                       "Requests checked against tokens, by client (token name, or anonymous) and "
-                                       "outcome (ok, unauthorized, forbidden, rate_limited).", ["client", "outcome"],
-                                       registry=r)
-        self.client_events = Counter(f"{PREFIX}_client_events", "Events admitted for scoring, by client.", ["client"],
-                                     registry=r)
         self.info = Gauge(f"{PREFIX}_region_info", "1, labelled with the node's region and model.", ["region", "model"],
                           registry=r)
         self.info.labels(region=region, model=model).set(1)
