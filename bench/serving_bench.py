@@ -307,10 +307,12 @@ def test_auth_and_rate_limit_overhead(benchmark, stack):
 
 
 def _asgi_cpu_overhead(stack, rounds: int = 5, requests: dict | None = None) -> dict:
-    """The same comparison without the network and the load generator: two node apps in this process (no
-    tokens; tokens + rate limits), each request driven straight through the ASGI app, CPU time
-    (``time.process_time``, every thread) per request. Less sensitive to the other work on the machine
-    than the HTTP figures, it isolates what the checks cost the node."""
+    """The same comparison without the network and the load generator: one node app in this process with a
+    token and rate limits configured, its checks switched off (``guard.enabled``, what a node without tokens
+    runs) and on round by round, each request driven straight through the ASGI app; CPU time
+    (``time.process_time``, every thread) per request. One app for both sides: two apps differed by more
+    than the checks (their own batcher, memory). Less sensitive to the other work on the machine than the
+    HTTP figures, it isolates what the checks cost the node."""
     import asyncio
     import statistics
 
@@ -329,11 +331,12 @@ def _asgi_cpu_overhead(stack, rounds: int = 5, requests: dict | None = None) -> 
         "auth": {"tokens": [yaml_entry(config_line("bench", stack["token"], ["score"]))],
                  "requests_per_s": 1e6, "events_per_s": 1e9}})
     key = signing_key(base, verify_only=True)
-    apps = {name: create_app(s, REGION, store=store_for_region(base, REGION), key=key)
-            for name, s in (("plain", base), ("auth", secured))}
+    app = create_app(secured, REGION, store=store_for_region(base, REGION), key=key)
+    guard = app.node.guard
     auth_header = [(b"authorization", f"Bearer {stack['token']}".encode())]
 
-    async def drive(app, body: bytes, headers, n: int) -> float:
+    async def drive(enabled: bool, body: bytes, headers, n: int) -> float:
+        guard.enabled = enabled
         scope = {"type": "http", "method": "POST", "path": "/score", "http_version": "1.1", "scheme": "http",
                  "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
                  "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
@@ -356,31 +359,29 @@ def _asgi_cpu_overhead(stack, rounds: int = 5, requests: dict | None = None) -> 
         return 1e6 * cpu / n
 
     async def main() -> dict:
-        for app in apps.values():
-            await app.node.start()
-            await app.node.reconcile()
-            assert app.node.state.serving is not None, app.node.state.last_error
-            # back-to-back requests from one driver never look "quiet" to the micro-batcher: make each small
-            # one take the same path (inline), or timing noise decides inline vs thread hand-over
-            app.node.batcher.inline_idle_s = 0.0
+        await app.node.start()
+        await app.node.reconcile()
+        assert app.node.state.serving is not None, app.node.state.last_error
+        # back-to-back requests from one driver never look "quiet" to the micro-batcher: make each small
+        # one take the same path (inline), or timing noise decides inline vs thread hand-over
+        app.node.batcher.inline_idle_s = 0.0
         out = {}
         try:
             for shape, epr in (("single", 1), ("batch_256", BATCH_EVENTS)):
                 body = make_bodies(stack["events"], epr, "ebmops", count=1)[0]
                 n = requests[shape]
                 cpu = {"plain": [], "auth": []}
-                await drive(apps["plain"], body, [], n // 4)  # warm-up
-                await drive(apps["auth"], body, auth_header, n // 4)
+                await drive(False, body, [], n // 4)  # warm-up
+                await drive(True, body, auth_header, n // 4)
                 for _ in range(rounds):
-                    cpu["plain"].append(await drive(apps["plain"], body, [], n))
-                    cpu["auth"].append(await drive(apps["auth"], body, auth_header, n))
+                    cpu["plain"].append(await drive(False, body, [], n))
+                    cpu["auth"].append(await drive(True, body, auth_header, n))
                 out[shape] = {"requests_per_round": n, "rounds": rounds,
                               "plain_cpu_us_per_request": cpu["plain"], "auth_cpu_us_per_request": cpu["auth"],
                               "cpu_overhead": statistics.median(a / p for p, a in zip(cpu["plain"], cpu["auth"]))
                               - 1.0}
         finally:
-            for app in apps.values():
-                await app.node.stop()
+            await app.node.stop()
         return out
 
     return uvloop.run(main())
