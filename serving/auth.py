@@ -202,7 +202,7 @@ class TokenGuard:
     # ---- checks ------------------------------------------------------------------------
     def authorize(self, authorization: bytes | None, scope: str) -> Client | Denial:
         """The client of ``authorization`` (the raw header value) when it holds ``scope``."""
-        if not authorization or authorization[:7].lower() != _BEARER:
+        if not authorization or not (authorization.startswith(b"Bearer ") or authorization[:7].lower() == _BEARER):
             self.count(ANONYMOUS, "unauthorized")
             return Denial(401, {"error": "unauthorized", "field": "authorization", "required_scope": scope,
                                 "reason": f"send 'Authorization: Bearer <token>' with a token holding the {scope!r} "
@@ -289,7 +289,7 @@ def scope_of(path: str, cfg: AuthSettings) -> str | None:
         return None if cfg.public_probes else READ
     if path == "/metrics":
         return None if cfg.public_metrics else READ
-    if path == "/score":
+    if path == "/score" or path.endswith("/score"):  # the app mounted under a prefix answers .../score
         return SCORE
     return READ  # /stats, /recent, /v1/models, and anything unknown (a 404 only for those who may read)
 
