@@ -103,6 +103,8 @@ class RegionTraffic:
                 return
             if (rep.stable_version, rep.canary_version) == (stable, canary) and \
                     abs((rep.canary_weight or 0.0) - weight) < 1e-9:
+                if rep.error:  # some replicas down: they apply the desired state when they poll
+                    log.warning("%s: applied by every reachable replica; unreachable: %s", region, rep.error)
                 return
             if time.monotonic() > deadline:
                 raise EbmopsError(f"node of {region} does not apply stable {stable} / canary {canary} @ {weight}: it "
