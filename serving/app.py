@@ -125,7 +125,7 @@ class Node:
         self._rng = np.random.default_rng()
         self._requests_by_status: dict[int, Any] = {}  # labelled children, looked up once
         self._events_by_version: dict[str, Any] = {}
-        self.guard = TokenGuard(self.cfg.auth, self.metrics)
+        self.guard = TokenGuard(self.cfg.auth, self.metrics, region)
         self.bodies = BodyDeadlines(self.cfg.body_timeout_s)
         self._tokens_task: asyncio.Task | None = None
 

@@ -38,6 +38,7 @@ from ebmops.settings import AuthSettings, TokenEntry
 log = logging.getLogger(__name__)
 
 SCORE, READ, ADMIN = "score", "read", "admin"
+LOG_EVERY_S = 10.0
 ANONYMOUS = "anonymous"
 TOKEN_PREFIX = "ebm_"
 _BEARER = b"bearer "
@@ -135,11 +136,13 @@ class TokenGuard:
     """The node's token table and buckets. ``enabled`` is False when no token is configured: then
     every request is admitted as ``anonymous`` with no limits (the loopback default)."""
 
-    def __init__(self, cfg: AuthSettings, metrics=None):
+    def __init__(self, cfg: AuthSettings, metrics=None, region: str | None = None):
         self.cfg = cfg
+        self.region = region
         self.by_digest: dict[str, tuple[str, Client]] = {}
         self.clients: dict[str, Client] = {}
         self.anonymous: dict[str, int] = {}
+        self._logged: dict[tuple[str, str], tuple[float, int]] = {}
         self.retired: dict[str, dict[str, int]] = {}  # counts of clients no longer configured (counters never drop)
         if metrics is not None:
             metrics.registry.register(ClientCounters(self))
@@ -252,6 +255,26 @@ class TokenGuard:
     def count(self, client: Client | str, outcome: str) -> None:
         counts = self.anonymous if isinstance(client, str) else client.counts
         counts[outcome] = counts.get(outcome, 0) + 1
+        if outcome != "ok":
+            self._log_refusal(client if isinstance(client, str) else client.name, outcome)
+
+    def _log_refusal(self, name: str, outcome: str) -> None:
+        """One log line per client and outcome per ``LOG_EVERY_S`` at most, with how many were not logged:
+        a client hammering the node must not flood its log (the counters have every one)."""
+        now = time.monotonic()
+        key = (name, outcome)
+        last, skipped = self._logged.get(key, (-LOG_EVERY_S, 0))
+        if now - last < LOG_EVERY_S:
+            self._logged[key] = (last, skipped + 1)
+            return
+        self._logged[key] = (now, 0)
+        if len(self._logged) > 1024:  # bounded: names come from configuration, but be safe
+            self._logged.clear()
+        from serving.logs import note
+
+        note(log, logging.WARNING, f"request refused: {outcome}" + (f" ({skipped} more since the last line)"
+                                                                    if skipped else ""),
+             region=self.region, client=name, status={"unauthorized": 401, "forbidden": 403, "rate_limited": 429}.get(outcome))
 
 
 class ClientCounters:

@@ -61,3 +61,25 @@ def test_json_log_lines_name_region_model_version_generation_and_request_id(tmp_
         ("eu-west", "ebm-anomaly", "1", 1)
     refused = next(x for x in lines if x.get("request_id") == "req-42")
     assert refused["status"] == 413 and refused["region"] == "eu-west" and refused["level"] == "warning"
+
+
+def test_refused_requests_are_logged_once_per_client_and_outcome_not_per_request(tmp_path, store, key, node_factory,
+                                                                                 caplog):
+    import json
+
+    from serving.logs import JsonFormatter
+
+    token = new_token()
+    entry = yaml.safe_load(config_line("reader", token, ["read"]))[0]
+    settings = load_settings(home=tmp_path / "home", serving={"poll_interval_s": 30.0, "auth": {"tokens": [entry]}})
+    caplog.set_level(logging.INFO)
+    with node_factory(settings=settings) as n:
+        for _ in range(5):
+            assert n.client.post("/score", json={"events": []}, headers={"Authorization": f"Bearer {token}"}) \
+                .status_code == 403
+            assert n.client.get("/stats").status_code == 401
+    fmt = JsonFormatter()
+    lines = [json.loads(fmt.format(r)) for r in caplog.records if r.getMessage().startswith("request refused")]
+    assert sorted((x["client"], x["status"], x["region"]) for x in lines) == [("anonymous", 401, "eu-west"),
+                                                                             ("reader", 403, "eu-west")]
+    assert token not in caplog.text
