@@ -372,10 +372,9 @@ class NodeApp(FastAPI):
                         if name == b"authorization":
                             authorization = value
                             break
-                    client = guard.authorize(authorization, needed)
-                    denial = client if isinstance(client, Denial) else guard.admit_request(client)
-                    if denial is not None:
-                        return await _send(send, Reply.json(denial.body, denial.status, denial.headers))
+                    client = guard.check(authorization, needed)
+                    if isinstance(client, Denial):
+                        return await _send(send, Reply.json(client.body, client.status, client.headers))
         await super().__call__(scope, receive, send)
 
     async def _score(self, scope, receive, send) -> None:
@@ -395,13 +394,12 @@ class NodeApp(FastAPI):
         admit = None
         guard = node.guard
         if guard.enabled:
-            client = guard.authorize(authorization, "score")
-            denial = client if isinstance(client, Denial) else guard.admit_request(client)
-            if denial is not None:  # the body stays unread: a large or unknown one closes the connection
+            client = guard.check(authorization, "score")
+            if isinstance(client, Denial):  # the body stays unread: a large or unknown one closes the connection
                 close = length is None or not length.isdigit() or int(length) > SMALL_BODY
-                return await _send(send, Reply.json(denial.body, denial.status,
-                                                    (*denial.headers, ("Connection", "close")) if close
-                                                    else denial.headers))
+                return await _send(send, Reply.json(client.body, client.status,
+                                                    (*client.headers, ("Connection", "close")) if close
+                                                    else client.headers))
             admit = client
         cap = node.cfg.max_body_bytes
         if length is not None and (not length.isdigit() or int(length) > cap):
