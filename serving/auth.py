@@ -207,7 +207,7 @@ class TokenGuard:
         """``authorize`` then ``admit_request``, in one call for the usual case: ``Bearer <token>`` of a
         client that holds ``scope``, whose request bucket holds a request. Anything else takes the full
         path, which says what is wrong. (In a node's request path each Python call costs several times
-        its cost in a loop: this keeps the whole check to about 2 us.)"""
+        its cost in a loop; with the event bucket the checks cost about 4.5 us of a 45 us 1-event request.)"""
         if authorization is not None and authorization.startswith(b"Bearer "):
             digest = hashlib.sha256(authorization[7:]).digest()
             found = self.by_digest.get(digest)
