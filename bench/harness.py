@@ -218,3 +218,25 @@ def node_env(home: Path, extra: dict | None = None) -> dict:
 
 def node_cmd(region: str, port: int) -> list[str]:
     return [sys.executable, "-m", "ebmops.cli.main", "node", "--region", region, "--port", str(port)]
+
+
+# ---- the LitServe peer ------------------------------------------------------------------------------------
+
+LITSERVE_SPEC = ("litserve==0.2.19", "torch==2.13.0", "numpy")
+LITSERVE_VENV = ROOT / ".ebmops" / "bench-venvs" / "litserve"  # git-ignored (.ebmops/)
+
+
+def litserve_python(venv: Path = LITSERVE_VENV) -> Path:
+    """The Python of a virtual environment with LitServe (its own: LitServe needs a newer FastAPI than
+    ebmops pins); created and installed from the package index on first use (a few minutes)."""
+    py = venv / "bin" / "python"
+    stamp = venv / ".installed"
+    if not stamp.is_file() or stamp.read_text() != " ".join(LITSERVE_SPEC):
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", *LITSERVE_SPEC], check=True)
+        stamp.write_text(" ".join(LITSERVE_SPEC))
+    return py
+
+
+def litserve_cmd(python: Path, model: Path, port: int) -> list[str]:
+    return [str(python), str(ROOT / "bench" / "litserve_server.py"), "--model", str(model), "--port", str(port)]

@@ -144,14 +144,15 @@ def make_bodies(events: np.ndarray, events_per_request: int, fmt: str = "ebmops"
 
 
 def build_requests(url: str, bodies: Sequence[bytes], method: str = "POST",
-                   content_type: str = "application/json") -> list[bytes]:
-    """Complete HTTP/1.1 keep-alive requests (head + body) for ``url``."""
+                   content_type: str = "application/json", headers: dict[str, str] | None = None) -> list[bytes]:
+    """Complete HTTP/1.1 keep-alive requests (head + body) for ``url``; ``headers`` are added to each."""
     u = urlsplit(url)
     path = (u.path or "/") + (f"?{u.query}" if u.query else "")
     host = u.netloc
     out = []
     for body in bodies:
-        head = (f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        head = (f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n{extra}"
                 f"Accept: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
         out.append(head.encode("ascii") + body)
     return out
@@ -498,12 +499,13 @@ def _in_processes(target, arg_list: list[tuple]) -> list[_Raw]:
 
 def run_closed(url: str, bodies: Sequence[bytes], *, concurrency: int = 8, duration_s: float | None = 5.0,
                requests: int | None = None, events_per_request: int = 1, workers: int = 1,
-               warmup_s: float = 0.0, on_start=None, content_type: str = "application/json") -> LoadResult:
+               warmup_s: float = 0.0, on_start=None, content_type: str = "application/json",
+               headers: dict[str, str] | None = None) -> LoadResult:
     """Closed loop: ``concurrency`` connections back to back, for ``duration_s`` or ``requests`` in all.
     ``on_start`` (optional) is called just before the measured run; its value lands in ``start_marker``."""
     if duration_s is None and requests is None:
         raise ValueError("give duration_s or requests")
-    reqs = build_requests(url, bodies, content_type=content_type)
+    reqs = build_requests(url, bodies, content_type=content_type, headers=headers)
     if warmup_s > 0:
         _run(_closed(url, reqs, concurrency, warmup_s, None))
     marker = on_start() if on_start else None
@@ -522,9 +524,9 @@ def run_closed(url: str, bodies: Sequence[bytes], *, concurrency: int = 8, durat
 
 def run_open(url: str, bodies: Sequence[bytes], *, rate: float, duration_s: float = 10.0,
              events_per_request: int = 1, max_connections: int = 64, workers: int = 1, on_start=None,
-             content_type: str = "application/json") -> LoadResult:
+             content_type: str = "application/json", headers: dict[str, str] | None = None) -> LoadResult:
     """Open loop: ``rate`` requests/s on a fixed schedule for ``duration_s``; latency from the scheduled time."""
-    reqs = build_requests(url, bodies, content_type=content_type)
+    reqs = build_requests(url, bodies, content_type=content_type, headers=headers)
     marker = on_start() if on_start else None
     if workers <= 1:
         raws = [_run(_open(url, reqs, rate, duration_s, max_connections))]

@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Protocol
 
 import numpy as np
 
 from canary.decide import Event, Next, Step, next_region, next_rollout
-from canary.judge import Judgement, judge
+from canary.judge import Judgement, JudgeVerdict, judge
 from canary.plan import RolloutPlan
 from ebmops.core.errors import TransitionRefused
 from ebmops.core.phases import Phase, is_terminal
@@ -43,12 +43,18 @@ from ebmops.core.aliases import CHAMPION, PREVIOUS_CHAMPION, region_alias
 log = logging.getLogger(__name__)
 
 # ---- ports ----------------------------------------------------------------------------------
+class SamplesUnavailable(Exception):
+    """Some of a region's node replicas could not be read: the judge holds instead of judging part of the region."""
+
+
 @dataclass(frozen=True)
 class VersionCounters:
-    """Totals a node reports for one version, to cut "samples since the step began" from its rings."""
+    """Totals a node reports for one version, to cut "samples since the step began" from its rings;
+    ``parts``: each replica's (requests, events), for pooled samples."""
 
     requests: int = 0
     events: int = 0
+    parts: tuple = ()
 
 
 @dataclass
@@ -62,11 +68,36 @@ class VersionSamples:
     energies: np.ndarray  # gauge-normalised energies per event
     alerts: np.ndarray    # 0/1 per event
     # the share of normal events the version's threshold flags, from its calibration (1 - threshold
-    # quantile); None when unknown. The judge holds each side's alert rate to it.
+    # quantile, less the ties at the threshold); None when unknown. The judge holds each side's alert
+    # rate to it.
     expected_alert_rate: float | None = None
+    parts: tuple = ()  # per replica, when pooled from several (oldest first within each)
+
+    @classmethod
+    def empty(cls) -> "VersionSamples":
+        return cls(0, 0, *(np.empty(0) for _ in range(4)))
+
+    @classmethod
+    def pooled(cls, parts: list["VersionSamples"]) -> "VersionSamples":
+        """One sample of a region's replicas (the judge's tests do not depend on order)."""
+        expected = next((p.expected_alert_rate for p in parts if p.expected_alert_rate is not None), None)
+        return cls(sum(p.requests for p in parts), sum(p.events for p in parts),
+                   *(np.concatenate([getattr(p, a) for p in parts])
+                     for a in ("latency_ms", "outcomes", "energies", "alerts")), expected_alert_rate=expected,
+                   parts=tuple(parts))
+
+    def counters(self) -> dict:
+        """What ``since`` needs later (stored as the step's baseline)."""
+        out: dict = {"requests": self.requests, "events": self.events}
+        if self.parts:
+            out["parts"] = [[p.requests, p.events] for p in self.parts]
+        return out
 
     def since(self, base: VersionCounters) -> "VersionSamples":
-        """Only the samples taken after ``base`` was read (bounded by the node's window)."""
+        """Only the samples taken after ``base`` was read (bounded by the node's window); pooled samples are
+        cut replica by replica when ``base`` has the same replicas."""
+        if self.parts and len(base.parts) == len(self.parts):
+            return VersionSamples.pooled([p.since(VersionCounters(*b)) for p, b in zip(self.parts, base.parts)])
         nr = max(0, min(len(self.latency_ms), self.requests - base.requests))
         ne = max(0, min(len(self.energies), self.events - base.events))
         return VersionSamples(self.requests, self.events, self.latency_ms[len(self.latency_ms) - nr:],
@@ -252,8 +283,7 @@ class RolloutController:
                     carry: dict | None = None) -> None:
         weight = plan.steps[step]
         self.traffic.set_traffic(reg.region, stable=reg.stable_version, canary=ro.version, weight=weight)
-        base = {v: {"requests": s.requests, "events": s.events}
-                for v, s in self.traffic.samples(reg.region).items()}
+        base = {v: s.counters() for v, s in self.traffic.samples(reg.region).items()}
         self.store.update_region(ro.id, reg.region, phase=Phase.PROGRESSING, expected_phase=expected,
                                  step_index=step, weight=weight,
                                  last_analysis={**(carry if carry is not None else reg.last_analysis or {}),
@@ -263,12 +293,16 @@ class RolloutController:
         self.progress(f"{reg.region}: step {step + 1}/{len(plan.steps)}, canary v{ro.version} at {weight:.0%}, "
                       f"baking {plan.bake_s[step]:g} s")
 
-    def _window(self, ro, reg, plan: RolloutPlan) -> tuple[dict, VersionSamples, VersionSamples]:
-        """Canary and stable samples of this step's window per metric of the plan, and each side's
-        window itself (its counts and expected alert rate)."""
+    def _window(self, ro, reg, plan: RolloutPlan) -> tuple[dict, VersionSamples, VersionSamples, str | None]:
+        """Canary and stable samples of this step's window per metric of the plan, each side's window
+        itself (its counts and expected alert rate), and why the region could not be read, if so (some
+        node replicas unreachable: the judge holds instead of judging part of the region)."""
         base = (reg.last_analysis or {}).get("baseline") or {}
-        now = self.traffic.samples(reg.region)
-        empty = VersionSamples(0, 0, *(np.empty(0) for _ in range(4)))
+        try:
+            now, unavailable = self.traffic.samples(reg.region), None
+        except SamplesUnavailable as e:
+            now, unavailable = {}, str(e)
+        empty = VersionSamples.empty()
 
         def window(v: str | None) -> VersionSamples:
             if v is None or v not in now:
@@ -286,11 +320,13 @@ class RolloutController:
             latest = now[reg.stable_version]
             samples.update(energy=(c.energies, latest.energies), alert=(c.alerts, latest.alerts),
                            error=(c.outcomes, latest.outcomes))
-        return {k: v for k, v in samples.items() if k in plan.analysis.metrics}, c, s
+        return {k: v for k, v in samples.items() if k in plan.analysis.metrics}, c, s, unavailable
 
     def _analyse(self, ro, reg, plan: RolloutPlan) -> None:
-        samples, c, s = self._window(ro, reg, plan)
+        samples, c, s, unavailable = self._window(ro, reg, plan)
         j = judge(samples, plan.analysis, expected={"alert": (c.expected_alert_rate, s.expected_alert_rate)})
+        if unavailable:  # hold: a human decides, told which replicas are missing
+            j = replace(j, verdict=JudgeVerdict.INCONCLUSIVE, score=None, reason=unavailable)
         step = reg.step_index or 0
         analysis = {**(reg.last_analysis or {}), "step": step, "weight": plan.steps[step], "judgement": j.to_dict(),
                     "n_canary_events": int(len(c.energies)), "n_stable_events": int(len(s.energies)),

@@ -121,13 +121,13 @@ def _fmt(b: float) -> str:
 class NodeMetrics:
     """Every Prometheus series of one node, in a registry of its own."""
 
-    def __init__(self, region: str):
+    def __init__(self, region: str, model: str = ""):
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(f"{PREFIX}_requests", "Score requests answered, by HTTP status.", ["status"], registry=r)
         self.events = Counter(f"{PREFIX}_events", "Events scored, by model version.", ["version"], registry=r)
         self.errors = Counter(f"{PREFIX}_errors", "Errors, by kind (bad-json, invalid-input, too-large, no-model, "
-                                                  "internal, reconcile, non-finite-energy).", ["kind"], registry=r)
+                                                  "internal, reconcile, non-finite-energy, body-timeout).", ["kind"], registry=r)
         self.latency = Histogram(f"{PREFIX}_request_seconds", "Wall time of a score request, parse to response.",
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.batch_events = Histogram(f"{PREFIX}_micro_batch_events", "Events per model call of the micro-batcher.",
@@ -138,9 +138,16 @@ class NodeMetrics:
                             ["version", "role"], registry=r)
         self.generation = Gauge(f"{PREFIX}_desired_generation", "Generation of the desired state being served.",
                                 registry=r)
+        self.target_generation = Gauge(f"{PREFIX}_target_generation",
+                                       "Generation of the newest desired state read from the store (applied or "
+                                       "refused); above desired_generation: the node does not serve what is desired.",
+                                       registry=r)
+        self.ready = Gauge(f"{PREFIX}_ready", "1 once a verified, warmed-up model serves (what /readyz says).",
+                           registry=r)
         self.canary_weight = Gauge(f"{PREFIX}_canary_weight", "Share of traffic routed to the canary.", registry=r)
-        self.info = Gauge(f"{PREFIX}_region_info", "1, labelled with the node's region.", ["region"], registry=r)
-        self.info.labels(region=region).set(1)
+        self.info = Gauge(f"{PREFIX}_region_info", "1, labelled with the node's region and model.", ["region", "model"],
+                          registry=r)
+        self.info.labels(region=region, model=model).set(1)
         self.energies = EnergyHistograms()
         r.register(self.energies)
 
@@ -151,6 +158,7 @@ class NodeMetrics:
             self.loaded.labels(version=version, role=role).set(1)
         self.generation.set(generation)
         self.canary_weight.set(canary_weight)
+        self.ready.set(1)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -150,6 +150,8 @@ class Reconciler:
             return self._refuse(Refusal("store-unreadable", str(e), "store"))
         if desired is None:
             return ReconcileResult("no-desired-state", current)
+        if self.metrics is not None:  # what the store asks for, applied or not: the "served != desired" alert
+            self.metrics.target_generation.set(desired.generation)
         if current is not None and desired.generation == current.generation:
             return ReconcileResult("unchanged", current)
         if current is not None and desired.generation < current.generation:
@@ -186,7 +188,11 @@ class Reconciler:
         if self.metrics is not None:
             self.metrics.set_serving(new.generation, new.roles(), new.canary_weight)
         log.info("%s: serving generation %d: %s (loaded %s)", self.state.region, new.generation,
-                 ", ".join(f"{v} ({r})" for v, r in new.roles().items()), ", ".join(loaded) or "nothing")
+                 ", ".join(f"{v} ({r})" for v, r in new.roles().items()), ", ".join(loaded) or "nothing",
+                 extra={"ebm": {"event": "served", "region": self.state.region, "model": self.state.model_name,
+                                "version": new.stable.version, "generation": new.generation,
+                                "canary_version": new.canary.version if new.canary else None,
+                                "canary_weight": new.canary_weight}})
         return ReconcileResult("applied", new, loaded=tuple(loaded))
 
     def _refuse(self, refusal: Refusal) -> ReconcileResult:
@@ -199,7 +205,11 @@ class Reconciler:
         served = self.state.serving
         keeps = f"keeps serving generation {served.generation}" if served else "serves nothing yet"
         (log.error if first else log.debug)("%s: refused (%s), node %s: %s", self.state.region, refusal.reason,
-                                            keeps, refusal.message)
+                                            keeps, refusal.message,
+                                            extra={"ebm": {"event": "refused", "region": self.state.region,
+                                                           "model": self.state.model_name, "version": refusal.version,
+                                                           "generation": refusal.generation,
+                                                           "reason": refusal.reason}})
         return ReconcileResult("refused", served, refusal)
 
 

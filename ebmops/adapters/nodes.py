@@ -1,21 +1,28 @@
 """The control plane's client of the regional nodes: what each node serves (``GET /stats``), a reload
 (``POST /admin/reload``), the recent samples a canary judge and the drift monitor read, and the
-recent events a hotfix learns from (``GET /recent``)."""
+recent events a hotfix learns from (``GET /recent``). A region may have several node replicas
+(``serving.node_urls``, serving/client.py): each is asked, and a region's report combines them
+(versions only when every reachable replica agrees)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import logging
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from ebmops.core.errors import EbmopsError
 from ebmops.core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class NodeReport:
-    """What a region's node said (or that it could not be reached)."""
+    """What a region's node said (or that it could not be reached); for a region of several replicas,
+    their combination (see ``combine``), each replica's own report in ``replicas``."""
 
     region: str
     url: str
@@ -26,6 +33,7 @@ class NodeReport:
     generation: int | None = None
     last_error: str | None = None
     error: str | None = None
+    replicas: list["NodeReport"] = field(default_factory=list)
 
     def serves(self, version: str) -> bool:
         return self.reachable and version in (self.stable_version, self.canary_version)
@@ -43,9 +51,30 @@ def _node_report(region: str, url: str, body: dict) -> NodeReport:
                       generation=body.get("generation"), last_error=err)
 
 
+def combine(region: str, reps: list[NodeReport]) -> NodeReport:
+    """One report for a region's replicas: reachable when any is; a version, weight or error only when
+    every reachable replica agrees (else None: not yet served everywhere); the oldest generation."""
+    if len(reps) == 1:
+        return reps[0]
+    up = [r for r in reps if r.reachable]
+
+    def agreed(attr: str):
+        values = {getattr(r, attr) for r in up}
+        return values.pop() if len(values) == 1 else None
+
+    errors = [f"{r.url}: {r.last_error}" for r in up if r.last_error]
+    down = [f"{r.url}: {r.error}" for r in reps if not r.reachable]
+    return NodeReport(region=region, url=", ".join(r.url for r in reps) or "(no replica)", reachable=bool(up),
+                      stable_version=agreed("stable_version"), canary_version=agreed("canary_version"),
+                      canary_weight=agreed("canary_weight"),
+                      generation=min((r.generation or 0 for r in up), default=None),
+                      last_error="; ".join(errors) or None, error="; ".join(down) or None, replicas=reps)
+
+
 def node_reports(settings: Settings, regions: Sequence[str], *, reload: bool = False,
                  timeout_s: float = 5.0) -> dict[str, NodeReport]:
-    """Ask each region's node what it serves (``GET /stats``), or to reload first (``POST /admin/reload``).
+    """Ask each region's node replicas what they serve (``GET /stats``), or to reload first
+    (``POST /admin/reload``); one combined report per region.
 
     A node that is down is reported as unreachable, not raised: nodes poll their store, so a
     node that was down picks the version up when it comes back.
@@ -54,8 +83,11 @@ def node_reports(settings: Settings, regions: Sequence[str], *, reload: bool = F
 
     from concurrent.futures import ThreadPoolExecutor
 
-    def one(client: httpx.Client, region: str) -> NodeReport:
-        url = settings.node_url(region)
+    from serving.client import node_client, replica_urls
+
+    targets = [(region, url) for region in regions for url in replica_urls(settings, region)]
+
+    def one(client: httpx.Client, region: str, url: str) -> NodeReport:
         try:
             if reload:
                 r = client.post(f"{url}/admin/reload")
@@ -66,35 +98,81 @@ def node_reports(settings: Settings, regions: Sequence[str], *, reload: bool = F
                 r = client.get(f"{url}/stats")
                 r.raise_for_status()
             return _node_report(region, url, r.json())
+        except httpx.HTTPStatusError as e:
+            return NodeReport(region=region, url=url, reachable=False, error=_refused(e.response))
         except (httpx.HTTPError, ValueError) as e:
             return NodeReport(region=region, url=url, reachable=False, error=f"{type(e).__name__}: {e}")
 
     # Nodes load in parallel: a reload verifies, loads and warms a model before it answers.
-    with httpx.Client(timeout=timeout_s) as client, ThreadPoolExecutor(max_workers=max(1, len(regions))) as pool:
-        reports = list(pool.map(lambda r: one(client, r), regions))
-    out = {r.region: r for r in reports}
-    return out
+    with node_client(settings, timeout_s) as client, ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
+        reports = list(pool.map(lambda t: one(client, *t), targets))
+    by_region: dict[str, list[NodeReport]] = {r: [] for r in regions}
+    for rep in reports:
+        by_region[rep.region].append(rep)
+    return {r: combine(r, reps) if reps else NodeReport(region=r, url="(no replica)", reachable=False,
+                                                        error="serving.node_urls names no reachable address")
+            for r, reps in by_region.items()}
+
+
+def _refused(r) -> str:
+    """An HTTP error of a node, with the fix when it is about the control plane's token."""
+    if r.status_code in (401, 403):
+        return (f"HTTP {r.status_code}: the node refused the control plane's token; set serving.client_token (or "
+                "client_token_file) to a token with the read and admin scopes")
+    return f"HTTP {r.status_code}: {r.text[:200]}"
+
+
+def _replica_bodies(settings: Settings, region: str, path: str, params: dict | None = None,
+                    timeout_s: float = 10.0) -> list[dict]:
+    """``GET path`` of every node replica of the region that answers; raises when none does."""
+    import httpx
+
+    from serving.client import node_client, replica_urls
+
+    bodies, errors = [], []
+    with node_client(settings, timeout_s) as client:
+        for url in replica_urls(settings, region):
+            try:
+                r = client.get(url + path, params=params)
+                r.raise_for_status()
+                bodies.append(r.json())
+            except (httpx.HTTPError, ValueError) as e:
+                errors.append(f"{url}: {type(e).__name__}: {e}")
+    if not bodies:
+        raise EbmopsError(f"{region}: no node replica answers {path}: " + ("; ".join(errors) or "no replica configured"))
+    if errors:
+        log.warning("%s: %d node replicas did not answer %s, pooling the others: %s", region, len(errors), path,
+                    "; ".join(errors))
+    return bodies
 
 
 def node_stats(settings: Settings, region: str) -> dict:
-    """The node's ``/stats``: served versions and their recent samples (latency, outcomes, energies)."""
-    import httpx
-
-    r = httpx.get(settings.node_url(region) + "/stats", timeout=10)
-    r.raise_for_status()
-    return r.json()
+    """The region's /stats, pooled over its replicas: roles from the first, each version's recent energies
+    from all of them."""
+    bodies = _replica_bodies(settings, region, "/stats")
+    out = dict(bodies[0])
+    pooled: dict[str, dict] = {}
+    for body in bodies:
+        for version, vs in (body.get("by_version") or {}).items():
+            into = pooled.setdefault(version, {**vs, "energies": []})
+            into["energies"] = list(into["energies"]) + list(vs.get("energies") or [])
+    out["by_version"] = pooled
+    return out
 
 
 def fetch_recent(settings: Settings, region: str, n: int, path: Path) -> Path:
-    """The node's recent events (features and energies) as Parquet at ``path``."""
-    import httpx
+    """The region's recent events (features and energies) as Parquet at ``path``, pooled over its replicas."""
     import pandas as pd
 
-    r = httpx.get(settings.node_url(region) + "/recent", params={"n": n}, timeout=30)
-    r.raise_for_status()
-    body = r.json()
-    frame = pd.DataFrame(np.asarray(body["events"], dtype=np.float32), columns=body["features"])
-    frame["energy"] = np.asarray(body["energies"], dtype=np.float32)
+    from serving.client import replica_urls
+
+    k = max(1, len(replica_urls(settings, region)))
+    bodies = _replica_bodies(settings, region, "/recent", {"n": -(-n // k)}, timeout_s=30)
+    features = bodies[0]["features"]
+    same = [b for b in bodies if b["features"] == features]  # a replica mid-reload may serve another schema
+    events = [np.asarray(b["events"], dtype=np.float32).reshape(-1, len(features)) for b in same]
+    frame = pd.DataFrame(np.concatenate(events), columns=features)
+    frame["energy"] = np.concatenate([np.asarray(b["energies"], dtype=np.float32) for b in same])
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path)
     return path

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from canary.controller import VersionSamples
+from canary.controller import SamplesUnavailable, VersionSamples
 from ebmops.core.errors import EbmopsError, RolloutRefused
 from ebmops.core.settings import Settings
 
@@ -85,6 +85,8 @@ class RegionTraffic:
                 return
             if (rep.stable_version, rep.canary_version) == (stable, canary) and \
                     abs((rep.canary_weight or 0.0) - weight) < 1e-9:
+                if rep.error:  # some replicas down: they apply the desired state when they poll
+                    log.warning("%s: applied by every reachable replica; unreachable: %s", region, rep.error)
                 return
             if time.monotonic() > deadline:
                 raise EbmopsError(f"node of {region} does not apply stable {stable} / canary {canary} @ {weight}: it "
@@ -97,7 +99,8 @@ class RegionTraffic:
         from ebmops.adapters.nodes import node_reports
 
         rep = node_reports(self.settings, [region])[region]
-        return rep.stable_version if rep.reachable else None
+        # "" when reachable replicas disagree (or serve nothing): not served everywhere yet
+        return (rep.stable_version or "") if rep.reachable else None
 
     def _gauge(self, version: str) -> np.ndarray | None:
         """The version's sorted calibration energies: each live energy becomes its percentile among them.
@@ -145,12 +148,34 @@ class RegionTraffic:
         return self._expected[version]
 
     def samples(self, region: str) -> dict[str, VersionSamples]:
+        """Every replica's recent samples, pooled per version; SamplesUnavailable names the replicas that
+        could not be read (the judge does not judge on part of the region)."""
         import httpx
 
-        r = httpx.get(self.settings.node_url(region) + "/stats", timeout=10)
-        r.raise_for_status()
+        from serving.client import node_client, replica_urls
+
+        urls = replica_urls(self.settings, region)
+        bodies, failed = [], []
+        with node_client(self.settings, 10) as client:
+            for url in urls:
+                try:
+                    r = client.get(url + "/stats")
+                    r.raise_for_status()
+                    bodies.append(r.json())
+                except (httpx.HTTPError, ValueError) as e:
+                    failed.append(f"{url} ({type(e).__name__}: {e})")
+        if failed or not urls:
+            raise SamplesUnavailable(f"{region}: {len(failed)} of {len(urls)} node replicas unreachable, not judged: "
+                                     + ("; ".join(failed) or "serving.node_urls resolves to no address"))
+        parts = [self._samples_of(body) for body in bodies]
+        if len(parts) == 1:
+            return parts[0]
+        return {v: VersionSamples.pooled([p[v] if v in p else VersionSamples.empty() for p in parts])
+                for v in dict.fromkeys(v for p in parts for v in p)}
+
+    def _samples_of(self, body: dict) -> dict[str, VersionSamples]:
         out = {}
-        for version, s in (r.json().get("by_version") or {}).items():
+        for version, s in (body.get("by_version") or {}).items():
             e = np.asarray(s.get("energies") or [], dtype=np.float64)
             thr = s.get("threshold")
             cal = self._gauge(version)

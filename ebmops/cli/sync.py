@@ -64,6 +64,12 @@ def status(region: Optional[List[str]] = typer.Option(None, "--region", "-r", he
                                  if row["node_reachable"] else "unreachable"),
                  "node gen": row["served_generation"],
                  "issues": "; ".join(row["issues"]) or "ok"} for r, row in out["regions"].items()]
+        replicas = [{"region": f"  {r} replica", "desired": rep["url"], "gen": "",
+                     "node serves": (_pair(rep["served_stable"], rep["served_canary"], rep["served_weight"])
+                                     if rep["reachable"] else "unreachable"),
+                     "node gen": rep["served_generation"], "issues": rep["error"] or ""}
+                    for r, row in out["regions"].items() if len(row["replicas"]) > 1 for rep in row["replicas"]]
+        rows = [x for row in rows for x in [row, *(rep for rep in replicas if rep["region"] == f"  {row['region']} replica")]]
         print_table(rows, ["region", "desired", "gen", "node serves", "node gen", "issues"],
                     title=f"regions of {out['model']}")
         for issue in out["issues"]:

@@ -238,16 +238,75 @@ class SyncSettings(BaseModel):
         return v
 
 
+TOKEN_SCOPES = ("score", "read", "admin")
+TOKEN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class TokenEntry(BaseModel):
+    """One accepted bearer token of a node, by its sha256 (the token itself is never stored)."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(pattern=TOKEN_NAME_PATTERN,
+                      description="Who holds the token (a client, the control plane); labels its metrics and rate "
+                                  "limits. Several entries may share a name: that is how a token is rotated.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$",
+                        description="Lowercase hex sha256 of the token, as `ebmops node token create` prints it.")
+    scopes: list[Literal["score", "read", "admin"]] = Field(
+        min_length=1, description="What the token may do: score (POST /score), read (/stats, /recent, /v1/models), "
+                                  "admin (/admin/*).")
+    requests_per_s: float | None = Field(default=None, ge=0,
+                                         description="This client's request rate limit; unset: "
+                                                     "serving.auth.requests_per_s; 0: unlimited.")
+    events_per_s: float | None = Field(default=None, ge=0,
+                                       description="This client's scored-events rate limit; unset: "
+                                                   "serving.auth.events_per_s; 0: unlimited.")
+
+
+class AuthSettings(BaseModel):
+    """Who may call a node: bearer tokens with scopes, and per-client rate limits (serving/auth.py)."""
+
+    tokens_file: Path | None = Field(default=None,
+                                     description="YAML file of hashed tokens ({tokens: [{name, sha256, scopes}]}), e.g. "
+                                                 "a mounted Kubernetes Secret; re-read when it changes (rotation "
+                                                 "without a restart).")
+    tokens: list[TokenEntry] = Field(default_factory=list,
+                                     description="Hashed tokens given inline (ebmops.yaml), added to tokens_file's.")
+    reload_s: float = Field(default=5.0, gt=0, description="Seconds between checks of tokens_file for changes.")
+    public_probes: bool = Field(default=True,
+                                description="Whether /healthz and /readyz answer without a token (kubelet probes "
+                                            "carry none); false: they need the read scope.")
+    public_metrics: bool = Field(default=True,
+                                 description="Whether /metrics answers without a token; false: it needs the read "
+                                             "scope (configure Prometheus with a bearer token file).")
+    requests_per_s: float = Field(default=0.0, ge=0,
+                                  description="Default per-client request rate limit (token bucket); 0: unlimited.")
+    events_per_s: float = Field(default=0.0, ge=0,
+                                description="Default per-client scored-events rate limit (token bucket, a request "
+                                            "is admitted while the bucket is positive); 0: unlimited.")
+    burst_s: float = Field(default=1.0, gt=0,
+                           description="Bucket size in seconds of the rate: how large a burst a client may send.")
+    insecure_bind: bool = Field(default=False,
+                                description="Let a node without tokens bind a non-loopback address (anyone who "
+                                            "reaches it may score, read recent events and reload). Never in production.")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tokens_file or self.tokens)
+
+
 class ServingSettings(BaseModel):
     """Regional inference nodes (serving/): where they listen, how they poll, batch and report."""
 
-    host: str = Field(default="127.0.0.1", description="Address a node binds to; loopback by default, since /admin/reload "
-                                                       "is unauthenticated.")
+    host: str = Field(default="127.0.0.1", description="Address a node binds to; loopback by default. A non-loopback "
+                                                       "address needs tokens (serving.auth) or serving.auth.insecure_bind.")
     base_port: int = Field(default=8101, ge=1, le=65535,
                            description="Port of the first region in data.regions; the i-th region listens on base_port + i.")
-    node_urls: dict[str, str] = Field(default_factory=dict,
-                                      description="Base URL of a region's node, by region, for the control plane; "
-                                                  "default http://<host>:<base_port + i>.")
+    node_urls: dict[str, str | list[str]] = Field(
+        default_factory=dict,
+        description="Base URL of a region's node, by region, for the control plane: one URL, a list (one per "
+                    "replica), or one dns+http(s)://NAME:PORT URL resolved to every address of NAME (a Kubernetes "
+                    "headless Service); default http://<host>:<base_port + i>.")
     poll_interval_s: float = Field(default=2.0, gt=0,
                                    description="Seconds between reads of the region's desired state by a node.")
     max_batch_events: int = Field(default=4096, ge=1,
@@ -272,6 +331,42 @@ class ServingSettings(BaseModel):
     recent_keep_every: int = Field(default=1, ge=1,
                                    description="Keep every n-th scored event in the recent sample (spreads it over "
                                                "more time on a busy node).")
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024,
+                                description="Largest /score body: a larger Content-Length is refused (413) before "
+                                            "the body is read, and a body without one is read up to this and no more.")
+    body_timeout_s: float = Field(default=10.0, gt=0,
+                                  description="A /score body that has not fully arrived this many seconds after its "
+                                              "headers is dropped (408, connection closed).")
+    auth: AuthSettings = Field(default_factory=AuthSettings, description="Bearer tokens, scopes and rate limits.")
+    tls_cert_file: Path | None = Field(default=None, description="PEM certificate chain: the node serves HTTPS "
+                                                                 "(set with tls_key_file).")
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of tls_cert_file.")
+    tls_ca_file: Path | None = Field(default=None,
+                                     description="Control plane: CA bundle that signs the nodes' certificates "
+                                                 "(https node_urls); unset: the system's CAs.")
+    client_token: SecretStr | None = Field(default=None,
+                                           description="Control plane: bearer token sent to nodes (read and admin "
+                                                       "scopes: reload, stats, recent). Env: EBMOPS_SERVING__CLIENT_TOKEN.")
+    client_token_file: Path | None = Field(default=None,
+                                           description="Control plane: file holding client_token (a mounted secret); "
+                                                       "used when client_token is unset.")
+    log_format: Literal["text", "json"] = Field(default="text",
+                                                description="Node log lines: text, or one JSON object per line with "
+                                                            "region, model, version, generation and request id.")
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> "ServingSettings":
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("serving.tls_cert_file and serving.tls_key_file go together: set both for HTTPS, or "
+                             "neither")
+        for region, urls in self.node_urls.items():
+            for url in [urls] if isinstance(urls, str) else urls:
+                if not re.match(r"^(dns\+)?https?://[^/\s]+", url):
+                    raise ValueError(f"serving.node_urls[{region}] = {url!r} is not an http(s):// URL (or "
+                                     "dns+http(s)://NAME:PORT for every address of NAME)")
+            if isinstance(urls, list) and not urls:
+                raise ValueError(f"serving.node_urls[{region}] is an empty list; give at least one URL or remove it")
+        return self
 
 
 CANARY_METRICS = ("latency_ms", "error", "energy", "alert")
@@ -556,7 +651,8 @@ class Settings(BaseSettings):
     def node_url(self, region: str) -> str:
         """Base URL the control plane uses to reach ``region``'s node (serving.node_urls wins)."""
         if region in self.serving.node_urls:
-            return self.serving.node_urls[region].rstrip("/")
+            urls = self.serving.node_urls[region]
+            return (urls if isinstance(urls, str) else urls[0]).rstrip("/")
         host = self.serving.host
         host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         host = f"[{host}]" if ":" in host else host

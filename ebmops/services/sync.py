@@ -4,7 +4,9 @@ A sync takes one registered version (by default the gate-passed ``@candidate``) 
 publishes it as a signed bundle to every region's object store (blobs first, the manifest and
 the region's desired state last), records each region's seconds and bytes in the state store,
 then tells the regional nodes to reload at once instead of waiting for their next poll, and
-optionally waits until every reachable node serves the version.
+optionally waits until every reachable node serves the version. A region may have several node
+replicas (serving.node_urls, serving/client.py): each is reloaded and waited for, and a region's
+report combines them (versions only when every reachable replica agrees).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from typing import Sequence
 
 from ebmops.adapters.bundles import SyncBundle
-from ebmops.adapters.nodes import node_reports
+from ebmops.adapters.nodes import NodeReport, node_reports
 from ebmops.core.aliases import CHAMPION, region_alias
 from ebmops.core.errors import ConfigError, EbmopsError, SyncNotServed
 from ebmops.core.settings import Settings
@@ -85,12 +87,19 @@ def notify_and_wait(settings: Settings, regions: Sequence[str], version: str, *,
            for r, rep in reports.items()}
     lagging = [r for r, rep in reports.items() if rep.reachable and not rep.serves(version)]
     if wait_s > 0 and lagging:
-        detail = "; ".join(f"{r}: serves {reports[r].stable_version}"
-                           + (f" (last error: {reports[r].last_error})" if reports[r].last_error else "")
-                           for r in lagging)
+        detail = "; ".join(_lag(reports[r], version) for r in lagging)
         raise SyncNotServed(f"version {version} was published, but after {wait_s:.0f} s these nodes do not serve it: "
                             f"{detail}. Check `ebmops regions status` and the node logs")
     return out
+
+
+def _lag(rep: NodeReport, version: str) -> str:
+    if not rep.replicas:
+        return f"{rep.region}: serves {rep.stable_version}" + (f" (last error: {rep.last_error})"
+                                                              if rep.last_error else "")
+    return f"{rep.region}: " + ", ".join(
+        f"replica {r.url} serves {r.stable_version}" + (f" (last error: {r.last_error})" if r.last_error else "")
+        for r in rep.replicas if r.reachable and not r.serves(version))
 
 
 def regions_status(settings: Settings, regions: Sequence[str] | None = None, *, timeout_s: float = 2.0) -> dict:
@@ -120,19 +129,8 @@ def regions_status(settings: Settings, regions: Sequence[str] | None = None, *, 
         except EbmopsError as e:
             issues.append(f"desired state unusable: {e}")
         node = nodes[region]
-        if not node.reachable:
-            issues.append(f"node unreachable at {node.url}")
-        elif desired is not None:
-            if node.stable_version != desired.stable_version:
-                issues.append(f"node serves stable {node.stable_version}, desired {desired.stable_version}")
-            if node.canary_version != desired.canary_version:
-                issues.append(f"node serves canary {node.canary_version}, desired {desired.canary_version}")
-            elif desired.canary_version and abs((node.canary_weight or 0.0) - desired.canary_weight) > 1e-9:
-                issues.append(f"node splits {node.canary_weight} to the canary, desired {desired.canary_weight}")
-            if (node.generation or 0) < desired.generation:
-                issues.append(f"node at generation {node.generation}, desired {desired.generation}")
-        if node.reachable and node.last_error:
-            issues.append(f"node refused the last reload: {node.last_error}")
+        for rep in node.replicas or [node]:
+            issues.extend(_replica_issues(rep, desired, prefix=f"replica {rep.url}: " if node.replicas else ""))
         rows[region] = {"region": region,
                         "desired_stable": desired.stable_version if desired else None,
                         "desired_canary": desired.canary_version if desired else None,
@@ -141,6 +139,10 @@ def regions_status(settings: Settings, regions: Sequence[str] | None = None, *, 
                         "node_url": node.url, "node_reachable": node.reachable,
                         "served_stable": node.stable_version, "served_canary": node.canary_version,
                         "served_weight": node.canary_weight, "served_generation": node.generation,
+                        "replicas": [{"url": r.url, "reachable": r.reachable, "served_stable": r.stable_version,
+                                      "served_canary": r.canary_version, "served_weight": r.canary_weight,
+                                      "served_generation": r.generation, "error": r.error or r.last_error}
+                                     for r in node.replicas or [node]],
                         "issues": issues}
     stables = {r["desired_stable"] for r in rows.values() if r["desired_stable"]}
     global_issues = []
@@ -149,6 +151,25 @@ def regions_status(settings: Settings, regions: Sequence[str] | None = None, *, 
         global_issues.append(f"regions disagree on the stable version: {by}")
     consistent = not global_issues and all(not r["issues"] for r in rows.values())
     return {"model": model, "consistent": consistent, "issues": global_issues, "regions": rows}
+
+
+def _replica_issues(node: NodeReport, desired, prefix: str = "") -> list[str]:
+    """What is wrong with one node replica against the region's desired state."""
+    issues = []
+    if not node.reachable:
+        issues.append(f"{prefix}node unreachable at {node.url}")
+    elif desired is not None:
+        if node.stable_version != desired.stable_version:
+            issues.append(f"{prefix}node serves stable {node.stable_version}, desired {desired.stable_version}")
+        if node.canary_version != desired.canary_version:
+            issues.append(f"{prefix}node serves canary {node.canary_version}, desired {desired.canary_version}")
+        elif desired.canary_version and abs((node.canary_weight or 0.0) - desired.canary_weight) > 1e-9:
+            issues.append(f"{prefix}node splits {node.canary_weight} to the canary, desired {desired.canary_weight}")
+        if (node.generation or 0) < desired.generation:
+            issues.append(f"{prefix}node at generation {node.generation}, desired {desired.generation}")
+    if node.reachable and node.last_error:
+        issues.append(f"{prefix}node refused the last reload: {node.last_error}")
+    return issues
 
 
 def reconcile_plan(settings: Settings, regions: Sequence[str] | None = None, store=None) -> dict:

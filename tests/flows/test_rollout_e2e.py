@@ -261,7 +261,9 @@ def test_a_silent_candidate_is_rolled_back_in_the_first_region(stack, tmp_path, 
     alert = next(m for m in ro.region("us-east").last_analysis["judgement"]["metrics"] if m["name"] == "alert")
     assert alert["classification"] == "low" and alert["beyond_fail_limit"] and "silent" in alert["reason"]
     assert alert["details"]["canary_events"] == 0 and alert["details"]["stable_events"] > 0
-    assert alert["details"]["vs_expected"]["expected"] == pytest.approx(1 - settings.training.threshold_quantile)
+    # held to its calibrated rate: 1 - quantile, up to the ties at the threshold among its calibration energies
+    assert alert["details"]["vs_expected"]["expected"] == pytest.approx(1 - settings.training.threshold_quantile,
+                                                                         abs=2e-3)
     status = json.loads(_cli(env, "regions", "status", "--json").stdout)
     assert status["regions"]["us-east"]["served_stable"] == stable
     assert status["regions"]["us-east"]["served_canary"] is None

@@ -118,21 +118,30 @@ def running_node(settings, store, key, region: str = REGION) -> Iterator[Running
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port, log_level="warning", settings=settings))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"node-{region}")
     thread.start()
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if settings.serving.tls_cert_file else 'http'}://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the node did not start"
         time.sleep(0.02)
     try:
-        with httpx.Client(base_url=url, timeout=20) as client:
+        verify = str(settings.serving.tls_ca_file) if settings.serving.tls_ca_file else True
+        with httpx.Client(base_url=url, timeout=20, verify=_ssl(verify)) as client:
             yield RunningNode(url, app, client)
     finally:
         server.should_exit = True
         thread.join(timeout=15)
         sock.close()
+
+
+def _ssl(verify):
+    if verify is True:
+        return True
+    import ssl
+
+    return ssl.create_default_context(cafile=verify)
 
 
 @pytest.fixture
