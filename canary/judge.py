@@ -69,7 +69,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from scipy import stats
@@ -262,75 +262,86 @@ def _more_traffic(pw: Power, n_canary: int) -> str:
             "or a larger traffic step) would do")
 
 
+class _Measured(NamedTuple):
+    """One metric measured on both sides: the test's p-value, the effect, each side's summary."""
+
+    p: float
+    effect: float
+    c_sum: float
+    s_sum: float
+    test: str
+    unit: str
+    power: Power | None
+
+
+def _measure_rate_difference(c, s, cfg: MetricConfig, alpha: float, power: float, details: dict) -> _Measured:
+    kc, ks = int(c.sum()), int(s.sum())
+    # rows: canary, stable; columns: events, non-events. "greater": the canary's odds are higher.
+    p = float(stats.fisher_exact([[kc, c.size - kc], [ks, s.size - ks]],
+                                 alternative=_ALTERNATIVE[cfg.bad_direction]).pvalue)
+    c_sum, s_sum = kc / c.size, ks / s.size
+    details.update({"canary_events": kc, "stable_events": ks})
+    pw = None
+    if power > 0 and cfg.power_effect:
+        alts = {}
+        if cfg.bad_direction != "decrease":
+            alts["up"] = min(1.0, s_sum + cfg.power_effect)
+        if cfg.bad_direction != "increase":
+            alts["down"] = max(0.0, s_sum - cfg.power_effect)
+        pw = rate_power(c.size, s.size, s_sum, None, alts, alpha=alpha, two_sided=cfg.bad_direction == "either",
+                        target=power, effect=cfg.power_effect)
+    return _Measured(p, c_sum - s_sum, c_sum, s_sum, "fisher_exact", "rate", pw)
+
+
+def _measure_continuous(c, s, cfg: MetricConfig, alpha: float, power: float, details: dict) -> _Measured:
+    if np.ptp(np.concatenate([c, s])) == 0:
+        p = 1.0  # every value equal: nothing to rank (scipy would warn and return NaN on some versions)
+    else:
+        p = float(stats.mannwhitneyu(c, s, alternative=_ALTERNATIVE[cfg.bad_direction], method="asymptotic").pvalue)
+    c_med, s_med = float(np.median(c)), float(np.median(s))
+    if cfg.effect == "relative_mean":
+        c_sum, s_sum, unit = float(np.mean(c)), float(np.mean(s)), "mean"
+        effect = _relative(c_sum, s_sum)
+    elif cfg.effect == "energy_shift":
+        c_sum, s_sum, unit = c_med, s_med, "median"
+        sign = 1.0 if c_med > s_med else (-1.0 if c_med < s_med else (1.0 if np.mean(c) >= np.mean(s) else -1.0))
+        effect = sign * energy_shift(s, c)
+        details["noise_floor"] = noise_floor(s.size, c.size)
+    else:
+        c_sum, s_sum, unit = c_med, s_med, "median"
+        effect = _relative(c_med, s_med)
+    pw = None
+    if power > 0 and cfg.power_effect:
+        two_sided = cfg.bad_direction == "either"
+        if cfg.effect == "energy_shift":
+            pw = continuous_power(c.size, s.size, cfg.power_effect, alpha=alpha, two_sided=two_sided, target=power,
+                                  effect=cfg.power_effect, min_noise_effect=cfg.power_effect)
+        else:
+            shift = math.log1p(cfg.power_effect) / log_spread(s)
+            pw = continuous_power(c.size, s.size, shift, alpha=alpha, two_sided=two_sided, target=power,
+                                  effect=cfg.power_effect)
+    return _Measured(p, effect, c_sum, s_sum, "mann_whitney_u", unit, pw)
+
+
 def _classify_shift(name, c, s, cfg: MetricConfig, alpha: float, power: float, base: dict,
                     details: dict) -> tuple[MetricResult, Power | None]:
-    alternative = _ALTERNATIVE[cfg.bad_direction]
-    two_sided = cfg.bad_direction == "either"
-    pw = None
-    if cfg.effect == "rate_difference":
-        kc, ks = int(c.sum()), int(s.sum())
-        # rows: canary, stable; columns: events, non-events. "greater": the canary's odds are higher.
-        p = float(stats.fisher_exact([[kc, c.size - kc], [ks, s.size - ks]], alternative=alternative).pvalue)
-        c_sum, s_sum = kc / c.size, ks / s.size
-        effect = c_sum - s_sum
-        test = "fisher_exact"
-        details.update({"canary_events": kc, "stable_events": ks})
-        unit = "rate"
-        if power > 0 and cfg.power_effect:
-            alts = {}
-            if cfg.bad_direction != "decrease":
-                alts["up"] = min(1.0, s_sum + cfg.power_effect)
-            if cfg.bad_direction != "increase":
-                alts["down"] = max(0.0, s_sum - cfg.power_effect)
-            pw = rate_power(c.size, s.size, s_sum, None, alts, alpha=alpha, two_sided=two_sided, target=power,
-                            effect=cfg.power_effect)
-    else:
-        if np.ptp(np.concatenate([c, s])) == 0:
-            p = 1.0  # every value equal: nothing to rank (scipy would warn and return NaN on some versions)
-        else:
-            p = float(stats.mannwhitneyu(c, s, alternative=alternative, method="asymptotic").pvalue)
-        test = "mann_whitney_u"
-        c_med, s_med = float(np.median(c)), float(np.median(s))
-        if cfg.effect == "relative_mean":
-            c_sum, s_sum = float(np.mean(c)), float(np.mean(s))
-            effect = _relative(c_sum, s_sum)
-            unit = "mean"
-        elif cfg.effect == "energy_shift":
-            c_sum, s_sum = c_med, s_med
-            delta = energy_shift(s, c)
-            sign = 1.0 if c_med > s_med else (-1.0 if c_med < s_med else (1.0 if np.mean(c) >= np.mean(s) else -1.0))
-            effect = sign * delta
-            floor = noise_floor(s.size, c.size)
-            details["noise_floor"] = floor
-            unit = "median"
-        else:
-            c_sum, s_sum = c_med, s_med
-            effect = _relative(c_med, s_med)
-            unit = "median"
-        if power > 0 and cfg.power_effect:
-            if cfg.effect == "energy_shift":
-                pw = continuous_power(c.size, s.size, cfg.power_effect, alpha=alpha, two_sided=two_sided,
-                                      target=power, effect=cfg.power_effect, min_noise_effect=cfg.power_effect)
-            else:
-                shift = math.log1p(cfg.power_effect) / log_spread(s)
-                pw = continuous_power(c.size, s.size, shift, alpha=alpha, two_sided=two_sided, target=power,
-                                      effect=cfg.power_effect)
-
-    significant = bool(p < alpha)
-    material = abs(effect) > cfg.effect_size
+    measure = _measure_rate_difference if cfg.effect == "rate_difference" else _measure_continuous
+    m = measure(c, s, cfg, alpha, power, details)
+    significant = bool(m.p < alpha)
+    material = abs(m.effect) > cfg.effect_size
     if cfg.effect == "energy_shift":
-        material = material and abs(effect) > details["noise_floor"]
-    bad_side = _bad_side(cfg.bad_direction, effect)
-    numbers = (f"canary {unit} {c_sum:.4g} vs stable {s_sum:.4g}, effect {effect:+.4g} "
-               f"(allowed {cfg.effect_size:g}), {test} p={p:.3g} (alpha {alpha:g})")
+        material = material and abs(m.effect) > details["noise_floor"]
+    bad_side = _bad_side(cfg.bad_direction, m.effect)
+    numbers = (f"canary {m.unit} {m.c_sum:.4g} vs stable {m.s_sum:.4g}, effect {m.effect:+.4g} "
+               f"(allowed {cfg.effect_size:g}), {m.test} p={m.p:.3g} (alpha {alpha:g})")
+    common = dict(test=m.test, p_value=m.p, effect=m.effect, canary_summary=m.c_sum, stable_summary=m.s_sum,
+                  details=details, **base)
     if significant and material and bad_side:
-        cls = Classification.HIGH if effect > 0 else Classification.LOW
-        beyond = cfg.fail_effect_size is not None and abs(effect) > cfg.fail_effect_size
+        cls = Classification.HIGH if m.effect > 0 else Classification.LOW
+        beyond = cfg.fail_effect_size is not None and abs(m.effect) > cfg.fail_effect_size
         extra = f"; beyond the fail limit {cfg.fail_effect_size:g}" if beyond else ""
-        reason = f"{name} {cls.value}: {numbers}{extra}"
-        return MetricResult(classification=cls, reason=reason, test=test, p_value=p, effect=effect,
-                            beyond_fail_limit=beyond, canary_summary=c_sum, stable_summary=s_sum, details=details,
-                            **base), pw
+        return MetricResult(classification=cls, reason=f"{name} {cls.value}: {numbers}{extra}",
+                            beyond_fail_limit=beyond, **common), m.power
     if material and not bad_side:
         why = "moved in the good direction"  # a one-sided test does not look that way
     elif significant:
@@ -339,13 +350,50 @@ def _classify_shift(name, c, s, cfg: MetricConfig, alpha: float, power: float, b
         why = "beyond the allowed effect but not significant"
     else:
         why = "no significant change"
-    return MetricResult(classification=Classification.PASS, reason=f"{name} pass ({why}): {numbers}", test=test,
-                        p_value=p, effect=effect, canary_summary=c_sum, stable_summary=s_sum, details=details,
-                        **base), pw
+    return MetricResult(classification=Classification.PASS, reason=f"{name} pass ({why}): {numbers}",
+                        **common), m.power
 
 
 def _usable_rate(x: float | None) -> float | None:
     return float(x) if x is not None and math.isfinite(x) and 0 < x < 1 else None
+
+
+class _VsExpected(NamedTuple):
+    """The canary's rate against its own calibrated rate (and stable's against its own, for context)."""
+
+    bad: bool                # the canary is off its calibrated rate, significantly and materially
+    fails: bool              # ... beyond the fail limit, and stable is not off the same way
+    stable_off: bool         # stable is off its own calibrated rate the same way (unusual traffic?)
+    explained: bool          # the gap to stable is stable's: the canary keeps its calibration, stable does not
+    effect: object           # gates.rates effect against the calibrated rate
+    p: float
+
+
+def _vs_expected(kc: int, nc: int, ks: int, ns: int, exp_c: float, exp_s: float | None, rule: RateRule,
+                 alternative: str, alpha: float, bad_st: bool, parts: list[str], details: dict) -> _VsExpected:
+    rc, rs = kc / nc, ks / ns
+    p_ex = float(stats.binomtest(kc, nc, exp_c, alternative=alternative).pvalue)
+    e_ex = rate_effect(rc, exp_c, rule)
+    bad_ex = p_ex < alpha and e_ex.material
+    vs = {"expected": exp_c, "ratio": e_ex.ratio, "p_value": p_ex, "failing": bad_ex}
+    parts.append(f"vs its calibrated {exp_c:.3%} (x{e_ex.ratio:.2f}, binomial p={p_ex:.3g})")
+    stable_off = explained = False
+    if exp_s is not None:
+        p_sx = float(stats.binomtest(ks, ns, exp_s, alternative=alternative).pvalue)
+        e_sx = rate_effect(rs, exp_s, rule)
+        stable_off_any = bool(p_sx < alpha and e_sx.material)
+        stable_off = stable_off_any and (e_sx.gap > 0) == (e_ex.gap > 0)
+        vs["stable"] = {"expected": exp_s, "ratio": e_sx.ratio, "p_value": p_sx, "off": stable_off_any,
+                        "off_the_same_way": stable_off}
+        if bad_st and stable_off_any and not bad_ex:
+            # The canary alerts as its calibration promises and stable does not (a hotfix replacing a
+            # drifted stable, or a stable whose threshold went wrong): the gap is stable's, not a failure.
+            explained = True
+            parts.append(f"stable is off its own calibrated {exp_s:.3%} (x{e_sx.ratio:.2f}): the gap is stable's")
+    details["vs_expected"] = vs
+    # A canary off its calibration while stable is off the same way may be meeting unusual traffic:
+    # that costs the weight (a human looks) but does not fail the analysis outright.
+    return _VsExpected(bad_ex, bad_ex and e_ex.beyond_fail and not stable_off, stable_off, explained, e_ex, p_ex)
 
 
 def _classify_ratio(name, c, s, cfg: MetricConfig, alpha: float, expected, power: float, base: dict,
@@ -367,63 +415,40 @@ def _classify_ratio(name, c, s, cfg: MetricConfig, alpha: float, expected, power
     details.update({"canary_events": kc, "stable_events": ks, "alpha_per_comparison": alpha,
                     "vs_stable": {"ratio": e_st.ratio, "gap": e_st.gap, "p_value": p_st, "failing": bad_st}})
     parts = [f"canary rate {rc:.3%} vs stable {rs:.3%} (x{e_st.ratio:.2f}, Fisher p={p_st:.3g})"]
-    bad_ex = fail_ex = stable_off = explained = False
-    e_ex = p_ex = None
-    if exp_c is not None:
-        p_ex = float(stats.binomtest(kc, nc, exp_c, alternative=alternative).pvalue)
-        e_ex = rate_effect(rc, exp_c, rule)
-        bad_ex = p_ex < alpha and e_ex.material
-        vs = {"expected": exp_c, "ratio": e_ex.ratio, "p_value": p_ex, "failing": bad_ex}
-        parts.append(f"vs its calibrated {exp_c:.3%} (x{e_ex.ratio:.2f}, binomial p={p_ex:.3g})")
-        if exp_s is not None:
-            p_sx = float(stats.binomtest(ks, ns, exp_s, alternative=alternative).pvalue)
-            e_sx = rate_effect(rs, exp_s, rule)
-            stable_off_any = bool(p_sx < alpha and e_sx.material)
-            stable_off = stable_off_any and (e_sx.gap > 0) == (e_ex.gap > 0)
-            vs["stable"] = {"expected": exp_s, "ratio": e_sx.ratio, "p_value": p_sx, "off": stable_off_any,
-                            "off_the_same_way": stable_off}
-            if bad_st and stable_off_any and not bad_ex:
-                # The canary alerts as its calibration promises and stable does not (a hotfix replacing a
-                # drifted stable, or a stable whose threshold went wrong): the gap is stable's, not a failure.
-                bad_st = False
-                explained = True
-                parts.append(f"stable is off its own calibrated {exp_s:.3%} (x{e_sx.ratio:.2f}): the gap is stable's")
-        # A canary off its calibration while stable is off the same way may be meeting unusual traffic:
-        # that costs the weight (a human looks) but does not fail the analysis outright.
-        fail_ex = bad_ex and e_ex.beyond_fail and not stable_off
-        details["vs_expected"] = vs
-
+    ex = (_vs_expected(kc, nc, ks, ns, exp_c, exp_s, rule, alternative, alpha, bad_st, parts, details)
+          if exp_c is not None else None)
+    if ex is not None and ex.explained:
+        bad_st = False
     pw = None
     if power > 0 and cfg.power_effect:
         alts = alternative_rates(rs, rule, cfg.power_effect)
         alts_ex = alternative_rates(exp_c, rule, cfg.power_effect) if exp_c is not None else None
         pw = rate_power(nc, ns, rs, exp_c, alts, alpha=alpha, two_sided=cfg.bad_direction == "either",
                         target=power, effect=cfg.power_effect, alternatives_expected=alts_ex)
-
     numbers = "; ".join(parts) + f" (allowed x{cfg.effect_size:g} beyond ±{cfg.abs_floor:.2%}, alpha {alpha:g})"
     common = dict(test="fisher_exact", canary_summary=rc, stable_summary=rs, details=details, **base)
+    bad_ex = ex is not None and ex.bad
     if bad_st or bad_ex:
-        eff = e_st if bad_st else e_ex
-        p = p_st if bad_st else p_ex
+        eff, p = (e_st, p_st) if bad_st else (ex.effect, ex.p)
         cls = Classification.HIGH if eff.gap > 0 else Classification.LOW
-        beyond = (bad_st and e_st.beyond_fail) or fail_ex
+        beyond = (bad_st and e_st.beyond_fail) or (ex is not None and ex.fails)
         word = "storm" if eff.gap > 0 else ("silent" if eff.rate == 0 else "drop")
         against = ("stable" if bad_st else "") + (" and " if bad_st and bad_ex else "") + \
                   ("its calibrated rate" if bad_ex else "")
         extra = f"; beyond the fail limit x{cfg.fail_effect_size:g}" if beyond else ""
-        if bad_ex and not bad_st and stable_off:
+        if bad_ex and not bad_st and ex.stable_off:
             extra += "; stable is off its calibrated rate the same way (unusual traffic?): a human decides"
         return MetricResult(classification=cls, p_value=p, effect=eff.ratio, beyond_fail_limit=beyond,
                             reason=f"{name} {cls.value} ({word} against {against}): {numbers}{extra}",
                             **common), pw
-    material = e_st.material or (e_ex is not None and e_ex.material)
-    if explained:
+    material = e_st.material or (ex is not None and ex.effect.material)
+    if ex is not None and ex.explained:
         why = "the canary keeps its calibrated rate; stable does not"
     elif e_st.beyond_ratio and not e_st.bad_side:
         why = "moved in the good direction"
     elif material:
         why = "beyond the allowed ratio but not significant"
-    elif p_st < alpha or (p_ex is not None and p_ex < alpha):
+    elif p_st < alpha or (ex is not None and ex.p < alpha):
         why = "significant but within the allowed ratio"
     else:
         why = "no significant change"
