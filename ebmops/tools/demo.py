@@ -4,7 +4,7 @@ SQLite state, a local MLflow, a temporary Prefect server, local region stores an
 nodes on loopback. The acts:
 
 1. validate, train, evaluate, register and gate v1; publish it as stable to every region;
-2. start the three nodes and replay kdd99 events to each: version served, events/s, p99;
+2. start the three nodes and replay kdd99's normal connections to each: version served, events/s, p99;
 3. train an ordinary retrain (v2), gate it, roll it out region by region with short bakes while
    the replay goes on, approved as an on-call roster member; final status and the audit log;
 4. a deliberately bad candidate (its threshold flags most events) is rolled back automatically
@@ -130,6 +130,7 @@ def run_demo(*, bench_out: str | None = None) -> dict:
     _dev_key_unless_configured()
     s = _settings()
     from ebmops.core.data import load_dataset
+    from ebmops.core.data.schema import LABEL
     from ebmops.core.runtime import prepare_environment
     from ebmops.tools.localnodes import start_nodes
     from ebmops.tools.replay import Replayer
@@ -142,8 +143,12 @@ def run_demo(*, bench_out: str | None = None) -> dict:
     console.print(f"home: {s.home}  (state {s.resolved_state_url}, MLflow {s.resolved_tracking_uri})")
     _act_first_version(s)
 
-    console.rule("2. three regional nodes on loopback, kdd99 events replayed to each")
-    x = load_dataset(s.data.dataset, s).features_array()
+    console.rule("2. three regional nodes on loopback, kdd99 normal connections replayed to each")
+    ds = load_dataset(s.data.dataset, s)
+    # live traffic of a quiet hour: the dataset's normal events. With the labelled attacks mixed in, two
+    # sound versions differ several-fold in alert rate on the few attack rows each side of the canary
+    # split happens to see, and the judge (rates relative to their base) rightly calls that a storm.
+    x = ds.features_array(ds.frame[ds.frame[LABEL] == 0]) if LABEL in ds.frame else ds.features_array()
     with start_nodes(s, wait_ready=True) as nodes:
         urls = {r: n.url for r, n in nodes.nodes.items()}
         print_table([{"region": r, "url": u, "pid": nodes.nodes[r].pid} for r, u in urls.items()],
