@@ -37,7 +37,7 @@ def test_a_drifted_region_is_detected_hotfixed_and_serves_the_fix(prefect_server
     reg = ModelRegistry.from_settings(settings)
     reg.set_alias("champion", first["version"])
     sync(version=first["version"])
-    x = kdd99.features_array()
+    x = kdd99.features_array(kdd99.frame[kdd99.frame["label"] == 0])  # normal traffic, as the demo
     with start_nodes(settings, wait_ready=True) as nodes:
         with Replayer({REGION: nodes.nodes[REGION].url}, x, batch=32, rate=40) as replay:
             time.sleep(3)

@@ -72,7 +72,7 @@ def stack(tmp_path_factory, data_home, kdd99):
             env_bad = {**env, "EBMOPS_TRAINING__THRESHOLD_QUANTILE": "0.05"}
             v3 = json.loads(_cli(env_bad, "train", "--epochs", "1", "--seed", "2", "--no-gate",
                                  "--json").stdout)["version"]
-            x = kdd99.frame[list(kdd99.schema.features)].to_numpy(np.float32)
+            x = kdd99.features_array(kdd99.frame[kdd99.frame["label"] == 0])  # normal traffic, as the demo
             with start_nodes(settings, wait_ready=True) as nodes:
                 urls = {r: n.url for r, n in nodes.nodes.items()}
                 with Replayer(urls, x, batch=32, rate=40) as replay:
