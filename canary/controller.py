@@ -377,10 +377,11 @@ class RolloutController:
         """Every region promoted: check that each node serves the version as stable, and re-apply the
         desired state where one does not (a node that is down picks it up when it polls; one that
         refuses raises, and the rollout stays here until it is resumed)."""
-        for reg in ro.regions:
-            if self.traffic.served(reg.region) not in (ro.version, None):
-                self.traffic.set_traffic(reg.region, stable=ro.version, canary=None, weight=0.0)
-        down = [r.region for r in ro.regions if self.traffic.served(r.region) is None]
+        served = {reg.region: self.traffic.served(reg.region) for reg in ro.regions}  # one read per region
+        for region, version in served.items():
+            if version not in (ro.version, None):
+                self.traffic.set_traffic(region, stable=ro.version, canary=None, weight=0.0)
+        down = [region for region, version in served.items() if version is None]
         self._rollout_next(ro, Event.SERVED, "every region promoted and served"
                            + (f" (unreachable now, left to their poll: {', '.join(down)})" if down else ""))
 

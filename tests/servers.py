@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from ebmops.tools.stack import port_free  # the stack's own check: what `ebmops up` refuses on
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -21,22 +23,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether ``port`` can be bound now (a socket in TIME_WAIT after a stop does not count as taken)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def free_port_run(n: int) -> int:
     """The first of ``n`` consecutive free ports (node base ports: one per region)."""
     for _ in range(200):
         base = free_port()
-        if base + n < 65535 and all(port_free(base + i) for i in range(n)):
+        if base + n < 65535 and all(port_free("127.0.0.1", base + i) for i in range(n)):
             return base
     raise RuntimeError(f"no run of {n} free ports")
 

@@ -122,22 +122,32 @@ def _refused(r) -> str:
     return f"HTTP {r.status_code}: {r.text[:200]}"
 
 
-def _replica_bodies(settings: Settings, region: str, path: str, params: dict | None = None,
-                    timeout_s: float = 10.0) -> list[dict]:
-    """``GET path`` of every node replica of the region that answers; raises when none does."""
+def replica_get(settings: Settings, region: str, path: str, params: dict | None = None,
+                timeout_s: float = 10.0) -> tuple[list[dict], list[tuple[str, str]], int]:
+    """``GET path`` of every node replica of the region: the JSON bodies of those that answered, the
+    (url, error) of those that did not, and how many replicas the region has."""
     import httpx
 
     from serving.client import node_client, replica_urls
 
-    bodies, errors = [], []
+    urls = replica_urls(settings, region)
+    bodies, failed = [], []
     with node_client(settings, timeout_s) as client:
-        for url in replica_urls(settings, region):
+        for url in urls:
             try:
                 r = client.get(url + path, params=params)
                 r.raise_for_status()
                 bodies.append(r.json())
             except (httpx.HTTPError, ValueError) as e:
-                errors.append(f"{url}: {type(e).__name__}: {e}")
+                failed.append((url, f"{type(e).__name__}: {e}"))
+    return bodies, failed, len(urls)
+
+
+def _replica_bodies(settings: Settings, region: str, path: str, params: dict | None = None,
+                    timeout_s: float = 10.0) -> list[dict]:
+    """``GET path`` of every node replica of the region that answers; raises when none does."""
+    bodies, failed, _ = replica_get(settings, region, path, params, timeout_s)
+    errors = [f"{url}: {err}" for url, err in failed]
     if not bodies:
         raise EbmopsError(f"{region}: no node replica answers {path}: " + ("; ".join(errors) or "no replica configured"))
     if errors:

@@ -150,23 +150,13 @@ class RegionTraffic:
     def samples(self, region: str) -> dict[str, VersionSamples]:
         """Every replica's recent samples, pooled per version; SamplesUnavailable names the replicas that
         could not be read (the judge does not judge on part of the region)."""
-        import httpx
+        from ebmops.adapters.nodes import replica_get
 
-        from serving.client import node_client, replica_urls
-
-        urls = replica_urls(self.settings, region)
-        bodies, failed = [], []
-        with node_client(self.settings, 10) as client:
-            for url in urls:
-                try:
-                    r = client.get(url + "/stats")
-                    r.raise_for_status()
-                    bodies.append(r.json())
-                except (httpx.HTTPError, ValueError) as e:
-                    failed.append(f"{url} ({type(e).__name__}: {e})")
-        if failed or not urls:
-            raise SamplesUnavailable(f"{region}: {len(failed)} of {len(urls)} node replicas unreachable, not judged: "
-                                     + ("; ".join(failed) or "serving.node_urls resolves to no address"))
+        bodies, failed, n_urls = replica_get(self.settings, region, "/stats")
+        if failed or not n_urls:
+            raise SamplesUnavailable(f"{region}: {len(failed)} of {n_urls} node replicas unreachable, not judged: "
+                                     + ("; ".join(f"{url} ({err})" for url, err in failed)
+                                        or "serving.node_urls resolves to no address"))
         parts = [self._samples_of(body) for body in bodies]
         if len(parts) == 1:
             return parts[0]

@@ -35,8 +35,9 @@ import yaml
 
 from ebmops.core.settings import load_settings
 from ebmops.tools.replay import Replayer, drifted_slice
+from ebmops.tools.stack import port_free
 from tests.actions import clean_env, run_job
-from tests.servers import free_port, free_port_run, port_free
+from tests.servers import free_port, free_port_run
 
 pytestmark = pytest.mark.slow
 
@@ -146,7 +147,7 @@ def _check_down(down, report: dict, home: Path, ports) -> None:
         assert not st.exists() or st.read_text().rpartition(")")[2].split()[0] == "Z", f"{s['name']} still runs"
     assert not list((home / "stack").glob("*.pid"))
     for port in ports:
-        assert port_free(port), port
+        assert port_free("127.0.0.1", port), port
 
 
 def _deployment_run(stack, name: str, *params: str, timeout: float = 900) -> str:
