@@ -200,7 +200,8 @@ def fetch_bundle(store: ObjectStore, model: str, version: str, key: SigningKey, 
         for target, sha in fresh:
             _cache_put(cache, sha, target)
         final.parent.mkdir(parents=True, exist_ok=True)
-        _swap_into_place(staging, final)
+        if not _swap_into_place(staging, final, raw, manifest):
+            shutil.rmtree(staging, ignore_errors=True)  # another process installed the same bytes first
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         for d in created:  # directories this call created, innermost first
@@ -281,16 +282,36 @@ def _download_verified(store: ObjectStore, entry: FileEntry, target: Path, model
     return n
 
 
-def _swap_into_place(staging: Path, final: Path) -> None:
-    """Rename ``staging`` to ``final``; an existing ``final`` (a damaged install) is moved aside first."""
+def _swap_into_place(staging: Path, final: Path, raw: bytes, manifest: Manifest) -> bool:
+    """Rename ``staging`` to ``final``; False when ``final`` already holds this very bundle.
+
+    Replicas on one host may share an install directory: a verified install of the same manifest
+    is never moved, since another process may be loading from it. Only a damaged install is moved
+    aside and replaced.
+    """
+    if _installed(final, raw, manifest) is not None:
+        return False
     if final.exists():
         old = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
-        os.replace(final, old)
+        try:
+            os.replace(final, old)
+        except FileNotFoundError:  # another process moved the damaged install aside just now
+            old = None
         try:
             os.replace(staging, final)
         except OSError:
-            os.replace(old, final)
+            if old is not None and not final.exists():
+                os.replace(old, final)
+            if _installed(final, raw, manifest) is not None:  # another process won the race with the same bytes
+                return False
             raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return True
+    try:
         os.replace(staging, final)
+    except OSError:  # a concurrent install landed between the check and the rename
+        if _installed(final, raw, manifest) is not None:
+            return False
+        raise
+    return True

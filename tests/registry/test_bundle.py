@@ -241,6 +241,54 @@ def test_a_damaged_install_is_replaced_on_fetch(objstore, model_file, sync_key, 
     assert sorted(p.name for p in (tmp_path / "node" / MODEL).iterdir()) == ["1"]
 
 
+def test_a_verified_install_is_never_moved_by_a_concurrent_fetch(objstore, model_file, sync_key, tmp_path,
+                                                                  monkeypatch):
+    """Replicas on one host share an install directory. A fetch that checked before another replica's
+    install landed must not move that install: the other replica may be loading from it right then."""
+    import registry.bundle as bundle
+
+    publish(objstore, model_file, sync_key)
+    first = fetch_bundle(objstore, MODEL, "1", sync_key, tmp_path / "node")
+    inode = first.model_path.stat().st_ino
+    real = bundle._installed
+    calls = []
+
+    def checked_too_early(final, raw, manifest):  # this fetch's first look happened before the install
+        calls.append(final)
+        return None if len(calls) == 1 else real(final, raw, manifest)
+
+    monkeypatch.setattr(bundle, "_installed", checked_too_early)
+    second = fetch_bundle(objstore, MODEL, "1", sync_key, tmp_path / "node")
+    assert len(calls) >= 2 and second.path == first.path
+    assert first.model_path.stat().st_ino == inode  # the same file, not a fresh copy renamed over it
+    assert sorted(p.name for p in (tmp_path / "node").iterdir()) == [".blobs", MODEL]
+    assert sorted(p.name for p in (tmp_path / "node" / MODEL).iterdir()) == ["1"]
+
+
+def test_replicas_fetching_into_one_directory_each_load_the_model(objstore, model_file, sync_key, tmp_path):
+    import torch
+
+    publish(objstore, model_file, sync_key)
+    start = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def replica():
+        start.wait()
+        try:
+            got = fetch_bundle(objstore, MODEL, "1", sync_key, tmp_path / "node")
+            torch.jit.load(str(got.model_path))
+        except BaseException as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=replica) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert sorted(p.name for p in (tmp_path / "node" / MODEL).iterdir()) == ["1"]
+
+
 def snapshot_store(store) -> dict[str, bytes]:
     return {k: store.get_bytes(k) for k in store.list("")}
 
