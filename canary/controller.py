@@ -168,6 +168,8 @@ class RolloutController:
     sleep: Callable[[float], None] = time.sleep
     now: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
     progress: Callable[[str], None] = field(default=lambda msg: log.info("%s", msg))
+    # called after each promotion is audited: anchors the audit log outside the database (a checkpoint)
+    after_promotion: Callable[[], None] = field(default=lambda: None)
 
     # -- running ---------------------------------------------------------------------------
     def run(self, rollout_id: str, *, max_steps: int = 10_000):
@@ -228,6 +230,7 @@ class RolloutController:
                         stable_version=ro.version)
             self._audit("promotion", ro, reg.region, {"stable_before": reg.stable_version,
                                                       "alias": region_alias(reg.region)})
+            self.after_promotion()
             self.progress(f"{reg.region}: v{ro.version} promoted to stable (alias {region_alias(reg.region)})")
         elif phase is Phase.ROLLING_BACK:
             self.roll_back_region(ro, reg, plan)
@@ -399,6 +402,7 @@ class RolloutController:
         self.aliases.set_alias(CHAMPION, ro.version)
         self._rollout_next(ro, Event.DONE, f"v{ro.version} is champion in every region")
         self._audit("promotion", ro, None, {"champion": ro.version, "previous_champion": current})
+        self.after_promotion()
 
     def _finish_rollback(self, ro, plan: RolloutPlan) -> None:
         for reg in ro.regions:

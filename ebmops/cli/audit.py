@@ -1,4 +1,4 @@
-"""``ebmops audit verify`` and ``ebmops audit log``: the tamper-evident audit log (ebmops/core/state/audit.py)."""
+"""``ebmops audit verify | checkpoint | log``: the tamper-evident audit log (ebmops/core/state/audit.py)."""
 
 from __future__ import annotations
 
@@ -8,29 +8,82 @@ import typer
 
 from ebmops.cli import context
 from ebmops.core.console import console, print_json, print_table
-from ebmops.core.errors import AuditChainBroken
+from ebmops.core.errors import AuditChainBroken, StoreError
 
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
 
 
 @audit_app.command("verify")
-def verify(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Recompute the audit log's hash chain; exits 8 when broken, naming the first bad record."""
-    from ebmops.core.state.audit import verify as verify_chain
+def verify(region: Optional[list[str]] = typer.Option(None, "--region", "-r",
+                                                      help="Read checkpoints of these regions only (default: all)."),
+           json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Check every record's MAC, the hash chain and the newest checkpoint in the region stores; exits 8 when
+    a record was changed, removed, reordered, rewritten or cut off the end, naming it."""
+    from ebmops.services.audit import verify_all
+    from ebmops.services.sync import check_regions
 
+    settings = context.settings()
+    regions = check_regions(settings, region)
     store = context.store()
     try:
-        out = verify_chain(store)
+        out, found = verify_all(settings, store, regions)
     finally:
         store.close()
+    problem = out.problem if not out.ok else (found.problems[0] if found.problems else None)
     if json_out:
-        print_json(out.to_dict())
-    elif out.ok:
-        console.print(f"audit log ok: {out.n_records} records, chain intact"
-                      + (f"; last hash {out.last_hash}" if out.last_hash else ""))
+        print_json({**out.to_dict(), "ok": problem is None, "problem": problem,
+                    "checkpoint_problems": found.problems, "notes": found.notes,
+                    "regions_read": found.regions_read})
+    else:
+        cp = found.newest
+        lines = [f"{out.n_records} records" + (f", last seq {out.last_seq}, head {out.last_hash}" if out.last_seq else ""),
+                 f"MACs: checked with audit key {out.key_id}"
+                 + (" (the PUBLIC development key: they prove nothing)" if out.dev_key else ""),
+                 f"checkpoint: seq {cp.seq} of {cp.time} ({cp.where})" if cp else
+                 "checkpoint: none in the region stores yet: a cut-off end of the log cannot be seen "
+                 "(`ebmops audit checkpoint` writes one)"]
+        if out.n_legacy:
+            lines.append(f"{out.n_legacy} legacy records without a MAC (seq 1-{out.n_legacy}, written before MACs "
+                         "or without a key): protected by the chain and the checkpoint only")
+        lines += [f"note: {n}" for n in found.notes]
+        for line in lines:
+            console.print(line)
+        if problem is None:
+            console.print("audit log ok: records, chain and checkpoint verify")
     if not out.ok:
         raise AuditChainBroken(f"audit log broken at record {out.first_bad_seq}: {out.problem}",
                                first_bad_seq=out.first_bad_seq)
+    if found.problems:
+        raise AuditChainBroken(f"audit checkpoint forged or altered: {found.problems[0]}")
+
+
+@audit_app.command("checkpoint")
+def checkpoint(region: Optional[list[str]] = typer.Option(None, "--region", "-r",
+                                                          help="Write to these regions only (default: all)."),
+               json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Verify the log, then write a MACed checkpoint of its head (seq, hash, time) to every region's store
+    (the hourly `audit-checkpoint` deployment and every promotion do the same)."""
+    from ebmops.services.audit import write_checkpoint
+    from ebmops.services.sync import check_regions
+
+    settings = context.settings()
+    regions = check_regions(settings, region)
+    store = context.store()
+    try:
+        out = write_checkpoint(settings, store, regions)
+    finally:
+        store.close()
+    if json_out:
+        print_json(out)
+    elif out["skipped"]:
+        console.print(f"no checkpoint written: {out['skipped']}")
+    else:
+        print_table([{"region": r, "result": m} for r, m in out["regions"].items()], ["region", "result"],
+                    title=f"audit checkpoint: seq {out['seq']}, head {out['head_hash'][:16]}, {out['time']}")
+    failed = {r: m for r, m in out["regions"].items() if m != "ok"}
+    if failed:
+        raise StoreError(f"the audit checkpoint was not written to {sorted(failed)}: "
+                         + "; ".join(f"{r}: {m}" for r, m in failed.items()))
 
 
 @audit_app.command("log")

@@ -17,7 +17,7 @@ EXIT_CODES: dict[int, str] = {
     5: "the gate was inconclusive: the version is held for review",
     6: "a synced version is not served by some node in time",
     7: "`regions status` found an inconsistency",
-    8: "`audit verify` found a changed, removed or reordered record",
+    8: "`audit verify` found a changed, removed, reordered, rewritten or cut-off record, or a forged checkpoint",
     9: "a refused phase transition (the table does not allow it, or another writer moved first)",
     10: "another rollout of the model is active",
     11: "the name is not on the on-call roster",
@@ -165,7 +165,8 @@ class RolloutConflict(EbmopsError):
 
 
 class AuditChainBroken(EbmopsError):
-    """The audit log's hash chain does not verify; ``first_bad_seq`` names the first bad record."""
+    """The audit log does not verify (a record's hash, link or MAC; or it contradicts the newest checkpoint), or a
+    checkpoint in a region store is forged; ``first_bad_seq`` names the first bad record."""
 
     exit_code = 8
     fix = "treat the state store as tampered with: restore it from a backup and investigate the named record"

@@ -107,9 +107,12 @@ def create(settings: Settings, store, version: str, *, plan: RolloutPlan, create
 
 def controller(settings: Settings, store, approvals, *, progress: Callable[[str], None] | None = None,
                actor: str = "ebmops-rollout") -> RolloutController:
+    from ebmops.services.audit import checkpoint_after_promotion
+
     kw = {"progress": progress} if progress else {}
     return RolloutController(store=store, traffic=RegionTraffic(settings), aliases=RegistryAliases(settings),
-                             approvals=approvals, actor=actor, all_regions=list(settings.data.regions), **kw)
+                             approvals=approvals, actor=actor, all_regions=list(settings.data.regions),
+                             after_promotion=lambda: checkpoint_after_promotion(settings, store), **kw)
 
 
 def decide(settings: Settings, store, rollout_id: str, *, approve: bool, actor: str, comment: str | None = None,

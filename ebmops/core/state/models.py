@@ -139,7 +139,9 @@ class DecisionRow(Base):
 
 
 class AuditLogRow(Base):
-    """One record of the tamper-evident audit log (ebmops/core/state/audit.py): a sha256 hash chain over ``seq``."""
+    """One record of the tamper-evident audit log (ebmops/core/state/audit.py): a sha256 hash chain over ``seq``,
+    each record MACed with the audit key (audit_key.py), which the database does not hold. ``mac`` is NULL on
+    records written before MACs existed (or by a process without a key)."""
 
     __tablename__ = "audit_log"
 
@@ -153,6 +155,8 @@ class AuditLogRow(Base):
     payload: Mapped[dict] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    mac: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    mac_key_id: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class DriftObservationRow(Base):
@@ -191,3 +195,11 @@ class HotfixRow(Base):
     timeline: Mapped[list] = mapped_column(JSON, default=list)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
     active_key: Mapped[str | None] = mapped_column(String(300), nullable=True, unique=True)
+
+
+# Columns added to existing tables after their first release: StateStore adds each one that an existing
+# database lacks (create_all creates missing tables only). (table, column, SQL type), all nullable.
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("audit_log", "mac", "VARCHAR(64)"),
+    ("audit_log", "mac_key_id", "VARCHAR(16)"),
+)

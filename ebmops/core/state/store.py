@@ -7,16 +7,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
-from sqlalchemy import create_engine, event, select, update
+from sqlalchemy import create_engine, event, inspect, select, text, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ebmops.core.errors import EbmopsError, HotfixConflict, RolloutConflict
 from ebmops.core.phases import Phase, TransitionRefused, check_transition, is_terminal
+from ebmops.core.state.audit_key import AuditKey, audit_key_from_settings
 from ebmops.core.state.models import (
+    ADDED_COLUMNS,
     Base,
     DriftObservationRow,
     HotfixRow,
@@ -86,10 +88,16 @@ class StateStoreError(EbmopsError):
 
 
 class StateStore:
-    """The state store over one SQLAlchemy engine. Tables are created on first open."""
+    """The state store over one SQLAlchemy engine. Tables are created on first open, and columns added
+    since a table's first release are added to an existing database (``ADDED_COLUMNS``).
 
-    def __init__(self, url: str):
+    ``audit_key`` MACs the audit records this store appends (ebmops/core/state/audit_key.py): a key, a
+    function returning one (resolved on first use; ``open_store`` passes the settings' key this way), or
+    None (records get no MAC)."""
+
+    def __init__(self, url: str, *, audit_key: AuditKey | Callable[[], AuditKey | None] | None = None):
         self.url = url
+        self._audit_key = audit_key
         kwargs: dict = {"future": True}
         if url.startswith("sqlite"):
             path = url.split("///", 1)[-1]
@@ -108,10 +116,32 @@ class StateStore:
                 cur.close()
         try:
             Base.metadata.create_all(self.engine)
+            self._add_missing_columns()
         except SQLAlchemyError as e:
             raise StateStoreError(f"cannot open the state store at {self.safe_url}: {e.__class__.__name__}: "
                                   f"{str(e).splitlines()[0]}; check state_url") from e
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _add_missing_columns(self) -> None:
+        """Add each of ``ADDED_COLUMNS`` an existing table lacks; safe when several processes open at once."""
+        existing = {t: {c["name"] for c in inspect(self.engine).get_columns(t)} for t in {t for t, _, _ in ADDED_COLUMNS}}
+        pg = self.engine.dialect.name == "postgresql"
+        for table, column, sql_type in ADDED_COLUMNS:
+            if column in existing[table]:
+                continue
+            try:
+                with self.engine.begin() as c:
+                    c.execute(text(f"ALTER TABLE {table} ADD COLUMN {'IF NOT EXISTS ' if pg else ''}{column} {sql_type}"))
+            except (OperationalError, ProgrammingError) as e:  # another process added it first (SQLite)
+                if "duplicate column" not in str(e).lower():
+                    raise
+
+    @property
+    def audit_key(self) -> AuditKey | None:
+        """The key that MACs this store's audit records (resolved once), or None."""
+        if callable(self._audit_key):
+            self._audit_key = self._audit_key()
+        return self._audit_key
 
     @property
     def safe_url(self) -> str:
@@ -481,7 +511,8 @@ class StateStore:
 
 
 def open_store(settings) -> StateStore:
-    return StateStore(settings.resolved_state_url)
+    """The configured state store; its audit records are MACed with the control plane's audit key."""
+    return StateStore(settings.resolved_state_url, audit_key=lambda: audit_key_from_settings(settings))
 
 
 SYNC_STATUSES = {"ok", "failed"}

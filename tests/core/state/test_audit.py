@@ -207,3 +207,136 @@ def test_cli_verify_and_log(tmp_path):
     assert "record 2" in r.stderr and "edited" in r.stderr
     r = cli(["audit", "verify", "--json"], home)
     assert r.returncode == 8 and json.loads(r.stdout)["first_bad_seq"] == 2
+
+
+# ---- MACs: a database writer who recomputes the chain (ebmops/core/state/audit_key.py) -----------------
+
+from datetime import datetime, timezone  # noqa: E402
+
+from ebmops.core.state.audit_checkpoint import CheckpointInvalid, CheckpointOtherKey, make_document, read_document  # noqa: E402
+from ebmops.core.state.audit_key import derive  # noqa: E402
+from tests.core.state import attacker  # noqa: E402
+
+KEY = derive(b"audit-test-secret-" + b"s" * 32)
+
+
+@pytest.fixture
+def keyed(state_url):
+    s = StateStore(state_url, audit_key=KEY)
+    yield s
+    s.close()
+
+
+def checkpoint_of(store, key=KEY):
+    """The checkpoint the services would write now, read back as verify gets it."""
+    v = verify(store, key=key)
+    doc = make_document(seq=v.last_seq, head_hash=v.last_hash, legacy=v.n_legacy, key=key)
+    return read_document(json.dumps(doc).encode(), key, where="test")
+
+
+def test_records_carry_a_mac_of_their_body(keyed):
+    recs = fill(keyed, 3)
+    assert all(r.mac_key_id == KEY.key_id and len(r.mac) == 64 for r in recs)
+    body = audit.record_body(seq=2, created_at=recs[1].created_at, kind=recs[1].kind, model=recs[1].model,
+                             version=recs[1].version, region=recs[1].region, actor=recs[1].actor,
+                             payload=recs[1].payload, prev_hash=recs[1].prev_hash)
+    assert KEY.check("record", body, recs[1].mac) and not KEY.check("checkpoint", body, recs[1].mac)
+    v = verify(keyed)
+    assert v.ok and v.macs_checked and v.n_legacy == 0 and v.key_id == KEY.key_id and v.last_seq == 3
+
+
+def test_a_recomputed_chain_is_caught_by_the_mac(keyed, state_url):
+    fill(keyed, 5)
+    attacker.rewrite(state_url, 3)
+    assert verify(keyed, key=None).ok  # the chain alone: the rewrite is invisible
+    v = verify(keyed)
+    assert not v.ok and v.first_bad_seq == 3 and v.problem.startswith("rewritten: record 3")
+    assert "mallory" in v.problem
+
+
+def test_a_stripped_mac_is_caught(keyed):
+    fill(keyed, 4)
+    sql(keyed, "UPDATE audit_log SET mac = NULL WHERE seq = 3")
+    v = verify(keyed)
+    assert not v.ok and v.first_bad_seq == 3 and v.problem.startswith("unauthenticated: record 3")
+
+
+def test_a_record_macd_with_another_key_is_named(keyed, state_url):
+    fill(keyed, 2)
+    other = StateStore(state_url, audit_key=derive(b"another-secret-" + b"x" * 32))
+    try:
+        audit.append(other, "gate", actor="eve")
+    finally:
+        other.close()
+    v = verify(keyed)
+    assert not v.ok and v.first_bad_seq == 3 and "wrong key" in v.problem and KEY.key_id in v.problem
+
+
+def test_legacy_records_before_macs_are_counted_not_failed(store, state_url):
+    fill(store, 3)  # a store without a key: records without a MAC, as before MACs existed
+    keyed_store = StateStore(state_url, audit_key=KEY)
+    try:
+        fill(keyed_store, 2)
+        v = verify(keyed_store)
+        assert v.ok and v.n_records == 5 and v.n_legacy == 3
+    finally:
+        keyed_store.close()
+
+
+# ---- checkpoints: the head of the log outside the database (audit_checkpoint.py) -----------------------
+
+def test_a_cut_off_tail_is_caught_by_the_checkpoint(keyed, state_url):
+    fill(keyed, 5)
+    cp = checkpoint_of(keyed)
+    assert verify(keyed, checkpoint=cp).ok
+    attacker.delete_tail(state_url, 2)
+    assert verify(keyed).ok  # without the checkpoint the cut is invisible
+    v = verify(keyed, checkpoint=cp)
+    assert not v.ok and v.first_bad_seq == 4 and v.problem.startswith("truncated: records after seq 3 are missing")
+
+
+def test_a_rewrite_with_macs_stripped_is_caught_by_the_checkpoint(keyed, state_url):
+    fill(keyed, 5)
+    cp = checkpoint_of(keyed)
+    attacker.rewrite(state_url, 2, strip_macs=True)  # now every record looks like a legacy one
+    v = verify(keyed, checkpoint=cp)
+    assert not v.ok and v.first_bad_seq == 5 and v.problem.startswith("rewritten: record 5 was rewritten")
+
+
+def test_macs_stripped_below_the_checkpoint_are_caught(keyed, state_url):
+    fill(keyed, 3)
+    cp = checkpoint_of(keyed)
+    fill(keyed, 2)
+    sql(keyed, "UPDATE audit_log SET mac = NULL")  # hashes unchanged: only the MACs went
+    v = verify(keyed, checkpoint=cp)
+    assert not v.ok and v.problem.startswith("unauthenticated: records 1-5 have no MAC")
+
+
+def test_a_checkpoint_is_authenticated():
+    doc = make_document(seq=4, head_hash="a" * 64, legacy=0, key=KEY, now=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    cp = read_document(json.dumps(doc).encode(), KEY, where="x")
+    assert (cp.seq, cp.head_hash, cp.time) == (4, "a" * 64, "2026-01-01T00:00:00+00:00")
+    with pytest.raises(CheckpointInvalid, match="does not match its MAC"):
+        read_document(json.dumps({**doc, "seq": 9}).encode(), KEY, where="x")
+    with pytest.raises(CheckpointOtherKey, match="key rotated"):
+        read_document(json.dumps(doc).encode(), derive(b"z" * 40), where="x")
+    with pytest.raises(CheckpointInvalid, match="not an audit checkpoint"):
+        read_document(b'{"seq": 1}', KEY, where="x")
+
+
+# ---- the MAC columns on a database made before they existed -------------------------------------------
+
+def test_an_old_database_gets_the_mac_columns_and_keeps_its_records(state_url):
+    old = StateStore(state_url)
+    fill(old, 3)
+    sql(old, "ALTER TABLE audit_log DROP COLUMN mac")
+    sql(old, "ALTER TABLE audit_log DROP COLUMN mac_key_id")
+    old.close()
+    stores = [StateStore(state_url, audit_key=KEY) for _ in range(2)]  # the second finds them added
+    try:
+        audit.append(stores[1], "promotion", actor="ebmops-rollout")
+        v = verify(stores[0])
+        assert v.ok and v.n_records == 4 and v.n_legacy == 3
+    finally:
+        for s in stores:
+            s.close()
