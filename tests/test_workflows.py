@@ -191,6 +191,7 @@ EXPECTED = {
     "sync": ("flows.sync:sync", "local"),
     "drift-monitor": ("flows.drift_monitor:drift_monitor", "local"),
     "hotfix": ("flows.hotfix:hotfix", "local"),
+    "audit-checkpoint": ("flows.audit_checkpoint:audit_checkpoint", "local"),
 }
 
 
@@ -213,7 +214,8 @@ def test_entrypoint_imports_to_a_flow_that_takes_the_parameters(name):
     params = inspect.signature(flow.fn).parameters
     for p in dep.get("parameters") or {}:
         assert p in params, f"{name}: {dep['entrypoint']} has no parameter {p!r}"
-    expected_flow = {"drift-monitor": "drift-monitor", "hotfix": "hotfix"}.get(name, dep["entrypoint"].split(":")[1])
+    expected_flow = {"drift-monitor": "drift-monitor", "hotfix": "hotfix",
+                     "audit-checkpoint": "audit-checkpoint"}.get(name, dep["entrypoint"].split(":")[1])
     assert flow.name == expected_flow
 
 
@@ -230,6 +232,7 @@ def test_schedules():
     assert _schedule("sync-daily")["interval"] == 86400
     assert _deployments()["sync-daily"]["parameters"] == {"reconcile": True, "reason": "scheduled"}
     assert _schedule("drift-monitor")["interval"] == 3600
+    assert _schedule("audit-checkpoint")["interval"] == 3600
     for name, dep in _deployments().items():
         for s in dep.get("schedules") or []:
             built = _schedule_config_to_deployment_schedule(dict(s))  # Prefect's own parser

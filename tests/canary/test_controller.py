@@ -70,6 +70,17 @@ def test_a_good_canary_walks_every_step_and_is_promoted_everywhere(store, tmp_pa
     assert verify(store).ok
 
 
+def test_each_promotion_is_anchored_after_it_is_audited(store, tmp_path):
+    plan = _plan(tmp_path, approval=[False, False, False])
+    rid = _rollout(store, plan)
+    anchored = []  # the newest audit record each time the controller asks for a checkpoint
+    ctl = _ctl(store, FakeTraffic())
+    ctl.after_promotion = lambda: anchored.append((store.list_audit(limit=1)[0].kind,
+                                                   store.list_audit(limit=1)[0].region))
+    assert ctl.run(rid).phase == "promoted"
+    assert anchored == [("promotion", r) for r in REGIONS] + [("promotion", None)]
+
+
 def test_a_slow_canary_is_rolled_back_in_the_first_region_and_the_rest_never_start(store, tmp_path):
     rid = _rollout(store, _plan(tmp_path))
     traffic = FakeTraffic(canary_latency_factor=3.0)

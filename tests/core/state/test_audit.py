@@ -182,7 +182,11 @@ def cli(args, home):
 
     boot = ("import sys; from ebmops.cli import main as m; from ebmops.cli.audit import audit_app; "
             "m.app.add_typer(audit_app, name='audit'); sys.argv = ['ebmops'] + sys.argv[1:]; m.main()")
-    env = {**os.environ, "EBMOPS_HOME": str(home), "COLUMNS": "200"}
+    from pathlib import Path
+
+    # verify needs the audit key; the records below are written without one (as before MACs existed)
+    env = {**os.environ, "EBMOPS_HOME": str(home), "COLUMNS": "200", "EBMOPS_SYNC__SIGNING_KEY": "k" * 40,
+           "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     env.pop("EBMOPS_CONFIG", None)
     return subprocess.run([sys.executable, "-c", boot, *args], capture_output=True, text=True, env=env,
                           timeout=120, cwd=home.parent)
@@ -194,7 +198,7 @@ def test_cli_verify_and_log(tmp_path):
     fill(store, 4)
     r = cli(["audit", "verify", "--json"], home)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["ok"] is True
+    assert json.loads(r.stdout)["ok"] is True and json.loads(r.stdout)["n_legacy"] == 4
     r = cli(["audit", "log", "--model", "m", "--json"], home)
     assert r.returncode == 0, r.stderr
     assert [x["seq"] for x in json.loads(r.stdout)] == [3, 1]
