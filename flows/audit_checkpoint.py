@@ -10,8 +10,8 @@ from ebmops.core.settings import load_settings
 from ebmops.core.state import open_store
 from ebmops.services import audit as steps
 
-checkpoint_task = task(steps.write_checkpoint, name="verify-and-write-checkpoint", retries=2, retry_delay_seconds=5,
-                       cache_policy=NO_CACHE)
+# no retries: a log that does not verify stays broken, and an unreachable region gets the next hour's checkpoint
+checkpoint_task = task(steps.write_checkpoint, name="verify-and-write-checkpoint", cache_policy=NO_CACHE)
 
 
 @flow(name="audit-checkpoint", log_prints=True)

@@ -97,7 +97,8 @@ def newest_checkpoint(settings: Settings, key: AuditKey, regions: Sequence[str] 
     return found
 
 
-def verify_all(settings: Settings, store, regions: Sequence[str] | None = None) -> tuple[AuditVerification, FoundCheckpoint]:
+def verify_all(settings: Settings, store,
+               regions: Sequence[str] | None = None) -> tuple[AuditVerification, FoundCheckpoint]:
     """Records (MACs), chain, and the newest checkpoint in the region stores."""
     key = require_key(store)
     found = newest_checkpoint(settings, key, regions)

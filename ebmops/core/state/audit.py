@@ -215,7 +215,8 @@ def verify(store: "StateStore", *, key: AuditKey | None | object = _STORE_KEY, c
         checkpoint: a checkpoint whose MAC was already checked (audit_checkpoint.py); None: not checked.
     """
     key = getattr(store, "audit_key", None) if key is _STORE_KEY else key
-    summary = dict(macs_checked=key is not None, key_id=getattr(key, "key_id", None), dev_key=bool(getattr(key, "dev", False)),
+    summary = dict(macs_checked=key is not None, key_id=getattr(key, "key_id", None),
+                   dev_key=bool(getattr(key, "dev", False)),
                    checkpoint=checkpoint.to_dict() if checkpoint is not None else None)
     with store.session() as s:
         def position(h: str) -> int | None:  # where the record with this hash sits now (diagnosis only)

@@ -124,14 +124,16 @@ class StateStore:
 
     def _add_missing_columns(self) -> None:
         """Add each of ``ADDED_COLUMNS`` an existing table lacks; safe when several processes open at once."""
-        existing = {t: {c["name"] for c in inspect(self.engine).get_columns(t)} for t in {t for t, _, _ in ADDED_COLUMNS}}
+        tables = {t for t, _, _ in ADDED_COLUMNS}
+        existing = {t: {c["name"] for c in inspect(self.engine).get_columns(t)} for t in tables}
         pg = self.engine.dialect.name == "postgresql"
         for table, column, sql_type in ADDED_COLUMNS:
             if column in existing[table]:
                 continue
             try:
                 with self.engine.begin() as c:
-                    c.execute(text(f"ALTER TABLE {table} ADD COLUMN {'IF NOT EXISTS ' if pg else ''}{column} {sql_type}"))
+                    exists_ok = "IF NOT EXISTS " if pg else ""
+                    c.execute(text(f"ALTER TABLE {table} ADD COLUMN {exists_ok}{column} {sql_type}"))
             except (OperationalError, ProgrammingError) as e:  # another process added it first (SQLite)
                 if "duplicate column" not in str(e).lower():
                     raise

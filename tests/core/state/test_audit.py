@@ -217,7 +217,12 @@ def test_cli_verify_and_log(tmp_path):
 
 from datetime import datetime, timezone  # noqa: E402
 
-from ebmops.core.state.audit_checkpoint import CheckpointInvalid, CheckpointOtherKey, make_document, read_document  # noqa: E402
+from ebmops.core.state.audit_checkpoint import (  # noqa: E402
+    CheckpointInvalid,
+    CheckpointOtherKey,
+    make_document,
+    read_document,
+)
 from ebmops.core.state.audit_key import derive  # noqa: E402
 from tests.core.state import attacker  # noqa: E402
 
