@@ -113,15 +113,19 @@ def _act_bad_candidate(s, approver: str) -> None:
 
 def _audit_table() -> None:
     from ebmops.core.state import open_store
-    from ebmops.core.state.audit import verify
+    from ebmops.services.audit import verify_all
 
-    store = open_store(_settings())
+    settings = _settings()
+    store = open_store(settings)
     entries = store.list_audit(limit=12)
     print_table([{"seq": e.seq, "when": e.created_at, "kind": e.kind, "version": e.version, "region": e.region,
                   "actor": e.actor} for e in reversed(entries)], ["seq", "when", "kind", "version", "region", "actor"],
                 title="audit log (latest 12; `ebmops audit log` for all)")
-    v = verify(store)
-    console.print(f"audit chain: {'intact' if v.ok else 'BROKEN: ' + str(v.problem)} ({v.n_records} records)")
+    v, found = verify_all(settings, store)
+    anchor = (f"; anchored outside the database at seq {found.newest.seq} (checkpoint in the region stores)"
+              if found.newest else "; no checkpoint yet")
+    console.print(f"audit log: {'intact' if v.ok else 'BROKEN: ' + str(v.problem)} ({v.n_records} records, "
+                  f"MACs checked{' with the public dev key' if v.dev_key else ''}{anchor})")
 
 
 def run_demo(*, bench_out: str | None = None) -> dict:

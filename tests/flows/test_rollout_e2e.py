@@ -155,6 +155,12 @@ def test_rollout_with_prefect_approval_kill_and_resume(stack):
     status = json.loads(_cli(env, "regions", "status", "--json").stdout)
     assert status["consistent"] and {r["served_stable"] for r in status["regions"].values()} == {v2}
     assert verify(store).ok
+    # each promotion anchored the audit log in every region's store (ebmops/services/audit.py)
+    from ebmops.services.audit import verify_all
+
+    anchored, found = verify_all(settings, store)
+    last_promotion = max(e.seq for e in store.list_audit(limit=1000) if e.kind == "promotion")
+    assert anchored.ok and found.problems == [] and found.newest.seq >= last_promotion, (anchored, found)
     assert stack["replay"].traffic["eu-west"].errors == 0
 
 
