@@ -309,9 +309,12 @@ def _checkpoint_problem(cp: Checkpoint, last_seq: int, hash_at: str | None, n_le
     if hash_at != cp.head_hash:
         return cp.seq, (f"rewritten: record {cp.seq} was rewritten: its hash is not the one {seen} recorded "
                         "(it or a record before it was changed and the chain recomputed)")
-    if cp.legacy < cp.seq and n_legacy != cp.legacy:
-        return cp.legacy + 1, (f"unauthenticated: records {cp.legacy + 1}-{n_legacy} have no MAC, but had one when "
-                               f"{seen}: a database writer removed their MACs")
+    # MACs are in force from the checkpoint on: its legacy prefix is the log's for good (records after a MACed
+    # one already fail without a MAC; this also covers a checkpoint of a log that was all legacy then)
+    if n_legacy > cp.legacy:
+        return cp.legacy + 1, (f"unauthenticated: records {cp.legacy + 1}-{n_legacy} have no MAC, but {seen} "
+                               f"and only {cp.legacy} records without one: a database writer removed their MACs "
+                               "(or a process without the signing key wrote them)")
     return None
 
 

@@ -321,6 +321,17 @@ def test_macs_stripped_below_the_checkpoint_are_caught(keyed, state_url):
     assert not v.ok and v.problem.startswith("unauthenticated: records 1-5 have no MAC")
 
 
+def test_records_after_a_checkpoint_of_a_legacy_log_need_a_mac(store, keyed, state_url):
+    fill(store, 2)  # legacy records, then a checkpoint of them (the first hour after the upgrade)
+    cp = checkpoint_of(keyed)
+    assert cp.legacy == 2
+    fill(keyed, 3)
+    assert verify(keyed, checkpoint=cp).ok
+    attacker.rewrite(state_url, 4, strip_macs=True)  # records 3-5 now look like legacy ones, and 4 was changed
+    v = verify(keyed, checkpoint=cp)
+    assert not v.ok and v.first_bad_seq == 3 and v.problem.startswith("unauthenticated: records 3-5 have no MAC")
+
+
 def test_a_checkpoint_is_authenticated():
     doc = make_document(seq=4, head_hash="a" * 64, legacy=0, key=KEY, now=datetime(2026, 1, 1, tzinfo=timezone.utc))
     cp = read_document(json.dumps(doc).encode(), KEY, where="x")
