@@ -12,7 +12,8 @@ Actions runner would run them:
 -> ``rollout`` (each wave paused for approval, resumed through the API with the input the UI form
 sends, by a roster member) -> ``drift-monitor`` (quiet) -> eu-west's traffic drifts ->
 ``drift-monitor`` (breach event) -> the ``hotfix`` run the trigger starts (v3 in eu-west) ->
-``sync`` pins ap-south to v1 by hand -> ``sync-daily`` (reconcile) repairs it.
+``sync`` pins ap-south to v1 by hand -> ``sync-daily`` (reconcile) repairs it -> ``audit-checkpoint``
+(the hourly anchor of the audit log) checkpoints the log's head in every region's store.
 
 Every flow run must end Completed; the test reads each run's final state from the Prefect API and
 the versions the nodes serve from the nodes. ``train-gpu`` runs on a Kubernetes pool, which needs
@@ -283,6 +284,17 @@ def test_every_deployment_runs_to_completion_through_the_worker(stack):
         assert _serves(stack)["ap-south"] == v1
         _deployment_run(stack, "sync-daily", "wait_s=60")
         assert _serves(stack) == {"us-east": v2, "eu-west": v3, "ap-south": v2}
+
+        # the hourly audit checkpoint: the log's head, MACed, in every region's store
+        _deployment_run(stack, "audit-checkpoint")
+        from ebmops.core.state import open_store
+
+        state = open_store(load_settings(home=stack["home"]))
+        last_seq = max(e.seq for e in state.list_audit(limit=5))
+        state.close()
+        for region in REGIONS:
+            doc = json.loads((stack["home"] / "stores" / region / "audit" / "checkpoint.json").read_text())
+            assert doc["seq"] == last_seq and doc["mac"], (region, doc)
         assert replay.traffic["us-east"].errors == 0, replay.traffic["us-east"].last_error
 
     # every deployment a local worker serves has completed runs, and no run of the stack ended otherwise
