@@ -142,6 +142,11 @@ class NodeMetrics:
                                        "Generation of the newest desired state read from the store (applied or "
                                        "refused); above desired_generation: the node does not serve what is desired.",
                                        registry=r)
+        self.trusted_generation = Gauge(f"{PREFIX}_trusted_generation",
+                                        "Highest desired-state generation this node verified, kept on disk across "
+                                        "restarts; anything older is refused.", registry=r)
+        self.degraded = Gauge(f"{PREFIX}_degraded", "1 while the node serves its last verified state from disk "
+                              "because its store is unreachable or its desired state is refused.", registry=r)
         self.ready = Gauge(f"{PREFIX}_ready", "1 once a verified, warmed-up model serves (what /readyz says).",
                            registry=r)
         self.canary_weight = Gauge(f"{PREFIX}_canary_weight", "Share of traffic routed to the canary.", registry=r)

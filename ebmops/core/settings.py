@@ -221,6 +221,10 @@ class SyncSettings(BaseModel):
     regions: dict[str, RegionStoreSettings] = Field(default_factory=dict,
                                                     description="Object store per region; unlisted regions use a local store.")
     max_workers: int = Field(default=8, ge=1, le=64, description="Threads for concurrent region publishes and blob uploads.")
+    desired_ttl_s: float = Field(default=72 * 3600.0, ge=60.0,
+                                 description="Desired-state documents expire this long after they are signed; a node "
+                                             "reports an expired one (a frozen store). The daily reconcile re-signs a "
+                                             "document with less than half of it left.")
     cache_dir: Path | None = Field(default=None, description="Verified blob cache of a node; default <home>/cache/blobs.")
     s3_connect_timeout_s: float = Field(default=5.0, gt=0, description="S3 connect timeout.")
     s3_read_timeout_s: float = Field(default=60.0, gt=0, description="S3 read timeout.")

@@ -16,9 +16,9 @@ import time
 from typing import Sequence
 
 from ebmops.adapters.bundles import SyncBundle
-from ebmops.adapters.nodes import NodeReport, node_reports
+from ebmops.adapters.nodes import NodeReport, generation_floors, node_reports
 from ebmops.core.aliases import CHAMPION, region_alias
-from ebmops.core.errors import ConfigError, EbmopsError, SyncNotServed
+from ebmops.core.errors import ConfigError, EbmopsError, StoreError, SyncNotServed
 from ebmops.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,12 @@ def publish(settings: Settings, bundle: SyncBundle, regions: Sequence[str], *, s
     """Publish to ``regions`` concurrently and record each region in the state store."""
     from registry.publish import sync_version
 
+    floors = generation_floors(settings, regions) if set_stable else None
     result = sync_version(settings, bundle.model_file, model_name=bundle.model_name, version=bundle.version,
                           features=bundle.features, threshold=bundle.threshold, gate_verdict=bundle.gate_verdict,
                           regions=list(regions), set_stable=set_stable, updated_by=updated_by,
-                          metadata=bundle.metadata, repair=repair, extra_files=bundle.extra_files or None)
+                          metadata=bundle.metadata, repair=repair, extra_files=bundle.extra_files or None,
+                          floors=floors)
     from ebmops.core.state import open_store
 
     store = open_store(settings)
@@ -85,7 +87,7 @@ def notify_and_wait(settings: Settings, regions: Sequence[str], version: str, *,
                 served_at[r] = time.perf_counter() - t0
     out = {r: {**rep.to_dict(), "serves_version": rep.serves(version), "served_after_s": served_at.get(r)}
            for r, rep in reports.items()}
-    lagging = [r for r, rep in reports.items() if rep.reachable and not rep.serves(version)]
+    lagging = [r for r, rep in reports.items() if not rep.serves(version)]
     if wait_s > 0 and lagging:
         detail = "; ".join(_lag(reports[r], version) for r in lagging)
         raise SyncNotServed(f"version {version} was published, but after {wait_s:.0f} s these nodes do not serve it: "
@@ -94,6 +96,8 @@ def notify_and_wait(settings: Settings, regions: Sequence[str], version: str, *,
 
 
 def _lag(rep: NodeReport, version: str) -> str:
+    if not rep.reachable:
+        return f"{rep.region}: node unreachable ({rep.error}); it applies the desired state when it is back"
     if not rep.replicas:
         return f"{rep.region}: serves {rep.stable_version}" + (f" (last error: {rep.last_error})"
                                                               if rep.last_error else "")
@@ -123,9 +127,16 @@ def regions_status(settings: Settings, regions: Sequence[str] | None = None, *, 
         issues: list[str] = []
         desired = None
         try:
-            desired = read_desired(store_for_region(settings, region), model, key)
+            store = store_for_region(settings, region)
+            desired = read_desired(store, model, key)
             if desired is None:
+                store.probe()  # raises when the store itself is missing or does not answer
                 issues.append("no desired state: nothing was synced to this region")
+            elif desired.expired():
+                issues.append(f"desired state expired at {desired.expires_at.isoformat()}: the store has not been "
+                              "re-signed since (run `ebmops sync --reconcile`)")
+        except StoreError as e:
+            issues.append(f"store unreachable: {e}")
         except EbmopsError as e:
             issues.append(f"desired state unusable: {e}")
         node = nodes[region]
@@ -169,6 +180,8 @@ def _replica_issues(node: NodeReport, desired, prefix: str = "") -> list[str]:
             issues.append(f"{prefix}node at generation {node.generation}, desired {desired.generation}")
     if node.reachable and node.last_error:
         issues.append(f"{prefix}node refused the last reload: {node.last_error}")
+    if node.reachable and node.degraded:
+        issues.append(f"{prefix}node DEGRADED, serving its last verified state from disk: {node.degraded}")
     return issues
 
 
