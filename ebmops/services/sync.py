@@ -36,9 +36,43 @@ def check_regions(settings: Settings, regions: Sequence[str] | None) -> list[str
     return list(dict.fromkeys(regions))
 
 
+def check_allowed(settings: Settings, bundle: SyncBundle, regions: Sequence[str], *,
+                  override: str | None = None) -> dict:
+    """Whether ``bundle`` may become the stable version of ``regions``: it passed the gate and is each
+    region's approved version (alias ``prod-<region>``, else ``champion``; before any approval exists, the
+    first gate-passed version). Anything else needs a roster member's override token
+    (services/authority.py). Returns what allowed it; raises SyncNotApproved before anything is written."""
+    from ebmops.core.errors import SyncNotApproved
+    from registry import ModelRegistry
+
+    reg = ModelRegistry.from_settings(settings)
+    champion = reg.get_by_alias(CHAMPION)
+    problems = {}
+    for region in regions:
+        approved = reg.get_by_alias(region_alias(region)) or champion
+        if bundle.gate_verdict != "pass":
+            problems[region] = f"v{bundle.version} did not pass the gate (verdict {bundle.gate_verdict})"
+        elif approved is not None and str(approved.version) != bundle.version:
+            problems[region] = f"its approved version is v{approved.version}, not v{bundle.version}"
+    if not problems:
+        return {"allowed_by": "policy"}
+    if override is None:
+        detail = "; ".join(f"{r}: {p}" for r, p in problems.items())
+        raise SyncNotApproved(f"sync of {bundle.model_name} v{bundle.version} refused, nothing was published: {detail}."
+                              " Roll it out (`ebmops rollout start`) or, as a roster member, override with "
+                              f"`ebmops sync {bundle.version} --override --comment WHY`")
+    from ebmops.services.authority import check_override
+
+    doc = check_override(settings, override, action="sync", model=bundle.model_name, version=bundle.version,
+                         regions=regions)
+    return {"allowed_by": "override", "operator": doc["operator"], "how": doc["how"], "comment": doc.get("comment"),
+            "problems": problems}
+
+
 def publish(settings: Settings, bundle: SyncBundle, regions: Sequence[str], *, set_stable: bool = True,
-            updated_by: str = "ebmops-sync", repair: bool = False) -> dict:
-    """Publish to ``regions`` concurrently and record each region in the state store."""
+            updated_by: str = "ebmops-sync", repair: bool = False, allowed: dict | None = None) -> dict:
+    """Publish to ``regions`` concurrently and record each region in the state store (``allowed``: what
+    ``check_allowed`` said, kept in the audit record)."""
     from registry.publish import sync_version
 
     floors = generation_floors(settings, regions) if set_stable else None
@@ -54,7 +88,7 @@ def publish(settings: Settings, bundle: SyncBundle, regions: Sequence[str], *, s
         store.append_audit("sync", model=bundle.model_name, version=bundle.version, actor=updated_by,
                            payload={"sync_id": result.sync_id, "regions": sorted(result.regions),
                                     "bytes_uploaded": result.bytes_uploaded, "set_stable": set_stable,
-                                    "gate_verdict": bundle.gate_verdict})
+                                    "gate_verdict": bundle.gate_verdict, **(allowed or {})})
     finally:
         store.close()
     return {"sync_id": result.sync_id, "model_name": bundle.model_name, "version": bundle.version,
