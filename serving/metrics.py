@@ -134,6 +134,8 @@ class NodeMetrics:
                                       buckets=BATCH_BUCKETS, registry=r)
         self.load_failures = Counter(f"{PREFIX}_model_load_failures", "Refused desired states and bundles, by reason.",
                                      ["reason"], registry=r)
+        for reason in ("stale-generation", "generation-reused"):  # exported at 0: the replay alert's rate needs a start
+            self.load_failures.labels(reason=reason)
         self.loaded = Gauge(f"{PREFIX}_loaded_version_info", "1 for each model version loaded, by role.",
                             ["version", "role"], registry=r)
         self.generation = Gauge(f"{PREFIX}_desired_generation", "Generation of the desired state being served.",

@@ -229,3 +229,21 @@ def test_a_node_process_restarted_during_a_store_outage_serves_from_disk_then_mo
         if proc.poll() is None:
             kill(proc)
         gate.close()
+
+
+def test_sync_waiting_for_an_unreachable_node_fails_naming_it(node_factory, store, key, tmp_path):
+    from ebmops.core.errors import SyncNotServed
+    from ebmops.services.sync import notify_and_wait
+
+    publish(store, key, tmp_path, "1")
+    set_desired(store, key, "1")
+    dead = f"http://127.0.0.1:{free_port()}"
+    with node_factory() as n:
+        n.wait_ready()
+        cp = load_settings(home=tmp_path / "cp", data={"regions": [REGION, "us-east"]},
+                           serving={"node_urls": {REGION: n.url, "us-east": dead}})
+        with pytest.raises(SyncNotServed) as err:
+            notify_and_wait(cp, [REGION, "us-east"], "1", wait_s=0.5, poll_s=0.05)
+        assert err.value.exit_code == 6
+        assert "us-east: node unreachable" in str(err.value) and f"{REGION}:" not in str(err.value)
+        assert notify_and_wait(cp, [REGION], "1", wait_s=0.5)[REGION]["serves_version"]
