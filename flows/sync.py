@@ -21,7 +21,7 @@ allowed_task = task(steps.check_allowed, name="check-approval", cache_policy=NO_
 
 @flow(name="sync", log_prints=True)
 def sync(version: str | None = None, regions: list[str] | None = None, wait_s: float = 0.0,
-         reason: str = "scheduled", reconcile: bool = False, override: str | None = None) -> dict:
+         reason: str = "scheduled", reconcile: bool = False, override: str | dict | None = None) -> dict:
     """Publish ``version`` (default ``@candidate``, else ``@champion``) as the stable version of
     ``regions`` (default all), then ask each node to reload and, with ``wait_s`` > 0, wait until
     every reachable node serves it. ``reason`` (scheduled, hotfix, manual) is kept with the run.

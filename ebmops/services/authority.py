@@ -28,7 +28,7 @@ import pwd
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Literal, Sequence
+from typing import Literal, Mapping, Sequence
 
 from ebmops.core.errors import ConfigError, NotOnRoster, SignatureError, SyncNotApproved
 from ebmops.core.settings import Settings
@@ -142,13 +142,14 @@ def override_token(settings: Settings, operator: Operator, *, action: str, model
     return json.dumps(sign_document(doc, key), sort_keys=True, separators=(",", ":"))
 
 
-def check_override(settings: Settings, token: str, *, action: str, model: str, version: str,
+def check_override(settings: Settings, token: str | Mapping, *, action: str, model: str, version: str,
                    regions: Sequence[str]) -> dict:
-    """The verified override document, or SyncNotApproved naming what is wrong with it."""
+    """The verified override document (``token``: its JSON text, or the parsed object, as a Prefect
+    parameter arrives), or SyncNotApproved naming what is wrong with it."""
     from registry.signing import ed25519_key, signing_key, verify_document
 
     try:
-        doc = json.loads(token)
+        doc = dict(token) if isinstance(token, Mapping) else json.loads(token)
         if not isinstance(doc, dict):
             raise ValueError("not an object")
     except ValueError as e:

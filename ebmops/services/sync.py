@@ -37,7 +37,7 @@ def check_regions(settings: Settings, regions: Sequence[str] | None) -> list[str
 
 
 def check_allowed(settings: Settings, bundle: SyncBundle, regions: Sequence[str], *,
-                  override: str | None = None) -> dict:
+                  override: str | dict | None = None) -> dict:
     """Whether ``bundle`` may become the stable version of ``regions``: it passed the gate and is each
     region's approved version (alias ``prod-<region>``, else ``champion``; before any approval exists, the
     first gate-passed version). Anything else needs a roster member's override token
