@@ -50,7 +50,7 @@ def check_allowed(settings: Settings, bundle: SyncBundle, regions: Sequence[str]
     problems = {}
     for region in regions:
         approved = reg.get_by_alias(region_alias(region)) or champion
-        if bundle.gate_verdict != "pass":
+        if not _gate_promotes(bundle.gate_verdict):
             problems[region] = f"v{bundle.version} did not pass the gate (verdict {bundle.gate_verdict})"
         elif approved is not None and str(approved.version) != bundle.version:
             problems[region] = f"its approved version is v{approved.version}, not v{bundle.version}"
@@ -67,6 +67,17 @@ def check_allowed(settings: Settings, bundle: SyncBundle, regions: Sequence[str]
                          regions=regions)
     return {"allowed_by": "override", "operator": doc["operator"], "how": doc["how"], "comment": doc.get("comment"),
             "problems": problems}
+
+
+def _gate_promotes(verdict: str) -> bool:
+    """Whether the gate's verdict lets a version be published without a human (pass; skipped: nothing to
+    compare against yet, as for the first version)."""
+    from gates.verdict import Verdict
+
+    try:
+        return Verdict(verdict).promotes
+    except ValueError:  # "none": never gated
+        return False
 
 
 def publish(settings: Settings, bundle: SyncBundle, regions: Sequence[str], *, set_stable: bool = True,
