@@ -34,6 +34,8 @@ def rollout(version: str | None = None, rollout_id: str | None = None, regions: 
     log = get_run_logger()
     store = open_store(settings)
     if rollout_id is None:
+        if auto_approve_as:  # refused before anything is written: no rollout is left behind
+            steps.check_auto_approver(settings, auto_approve_as)
         plan = steps.plan_for(settings, hotfix=hotfix, regions=regions, bake_s=bake_s)
         rollout_id = create_task(settings, store, version or "@candidate", plan=plan, created_by=created_by)
     approvals = steps.approvals_for(settings, store, rollout_id, auto_approve_as=auto_approve_as)

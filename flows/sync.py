@@ -16,14 +16,17 @@ from ebmops.services import sync as steps
 prepare_task = task(bundles.prepare, name="fetch-version", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 publish_task = task(steps.publish, name="publish-regions", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 notify_task = task(steps.notify_and_wait, name="reload-nodes", cache_policy=NO_CACHE)
+allowed_task = task(steps.check_allowed, name="check-approval", cache_policy=NO_CACHE)
 
 
 @flow(name="sync", log_prints=True)
 def sync(version: str | None = None, regions: list[str] | None = None, wait_s: float = 0.0,
-         reason: str = "scheduled", reconcile: bool = False) -> dict:
+         reason: str = "scheduled", reconcile: bool = False, override: str | dict | None = None) -> dict:
     """Publish ``version`` (default ``@candidate``, else ``@champion``) as the stable version of
     ``regions`` (default all), then ask each node to reload and, with ``wait_s`` > 0, wait until
-    every reachable node serves it. ``reason`` (scheduled, hotfix, manual) is kept with the run."""
+    every reachable node serves it. ``reason`` (scheduled, hotfix, manual) is kept with the run.
+    A version that is not each region's approved one needs ``override``: a roster member's signed
+    token (`ebmops operator authorize sync VERSION`)."""
     settings = load_settings()
     prepare_environment(settings)
     log = get_run_logger()
@@ -31,7 +34,9 @@ def sync(version: str | None = None, regions: list[str] | None = None, wait_s: f
     if reconcile:
         return _reconcile(settings, regions, wait_s, reason)
     bundle = prepare_task(settings, version)
-    out = publish_task(settings, bundle, regions, updated_by=f"ebmops-sync:{reason}")
+    allowed = allowed_task(settings, bundle, regions, override=override)
+    by = f"ebmops-sync:{reason}" + (f":override:{allowed['operator']}" if allowed.get("operator") else "")
+    out = publish_task(settings, bundle, regions, updated_by=by, allowed=allowed)
     for region, r in out["regions"].items():
         log.info("%s: v%s published in %.3f s, %d bytes uploaded, %d blobs skipped, generation %s",
                  region, bundle.version, r["seconds"], r["bytes_uploaded"], r["blobs_skipped"], r["generation"])

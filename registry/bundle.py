@@ -47,6 +47,7 @@ from registry.manifest import (
     file_sha256,
     list_versions,
     manifest_key,
+    parse_manifest,
     read_manifest,
     role_filename,
     serialize_manifest,
@@ -57,7 +58,7 @@ from registry.signing import SigningKey
 
 __all__ = ["MANIFEST_TYPE", "MODEL_FILENAME", "MODEL_ROLE", "NAME_PATTERN", "FileEntry", "Manifest", "PublishStats",
            "VerifiedBundle", "blob_key", "build_manifest", "bundle_dir", "fetch_bundle", "file_sha256",
-           "list_versions", "manifest_key", "publish_bundle", "read_manifest", "role_filename", "sign_manifest"]
+           "installed_bundle", "list_versions", "manifest_key", "publish_bundle", "read_manifest", "role_filename", "sign_manifest"]
 
 
 # ---- publishing -----------------------------------------------------------------------------
@@ -211,6 +212,30 @@ def fetch_bundle(store: ObjectStore, model: str, version: str, key: SigningKey, 
                 break
         raise
     return _verified(final, manifest, downloaded, from_cache)
+
+
+def installed_bundle(dest_dir: Path, model: str, version: str, key: SigningKey) -> VerifiedBundle:
+    """The bundle ``fetch_bundle`` installed under ``dest_dir``, verified again without the store: the
+    installed manifest's signature with ``key``, then every file's size and sha256 against it. What a node
+    serves from when its store is unreachable or its current desired state fails verification.
+
+    Raises:
+        BundleError: ``reason`` installed-missing (never installed here), or what the manifest's check
+            raises (bad-signature, manifest-invalid, ...), or installed-damaged (a file differs).
+    """
+    final = bundle_dir(dest_dir, model, version)
+    try:
+        raw = (final / "manifest.json").read_bytes()
+    except OSError as e:
+        raise BundleError(f"bundle {model} {version} is not installed under {dest_dir} ({type(e).__name__})",
+                          reason="installed-missing", model=model, version=version) from e
+    manifest = parse_manifest(raw, model, version, key, where=str(final / "manifest.json"))
+    installed = _installed(final, raw, manifest)
+    if installed is None:
+        raise BundleError(f"bundle {model} {version} under {final} no longer matches its signed manifest (a file is "
+                          "missing or changed); the node fetches it again when its store is reachable",
+                          reason="installed-damaged", model=model, version=version)
+    return installed
 
 
 def _verified(final: Path, manifest: Manifest, downloaded: int, from_cache: int) -> VerifiedBundle:

@@ -16,12 +16,18 @@ document whose generation does not exceed the stored one (a stale controller can
 region back), and a node should ignore a document older than the one it applied (an attacker
 replaying an old, validly signed document cannot either). The check is read-then-write, so one
 control plane must be the single writer per region.
+
+A store can be replayed, so the store's own generation is not enough: nodes keep the highest
+generation they verified on disk (serving/trust.py), report it, and the control plane writes past
+``max(store, nodes)`` (``next_desired(floor=...)``), never reusing a generation. ``expires_at`` makes
+a frozen store visible: a node refuses (and reports) an expired document, and the daily reconcile
+re-signs a document before half its lifetime (``sync.desired_ttl_s``) is gone.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -52,6 +58,8 @@ class DesiredState(BaseModel):
                                  description="Share of traffic for the canary version, 0..1.")
     generation: int = Field(ge=1, description="Grows by one with every write.")
     updated_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    expires_at: datetime | None = Field(default=None, description="After this time a node reports the document as "
+                                        "expired (a frozen store); the control plane re-signs before it.")
     updated_by: str = Field(default="ebmops", min_length=1, max_length=200)
     signature: dict[str, str] | None = None
 
@@ -67,6 +75,16 @@ class DesiredState(BaseModel):
         """The versions this state needs installed: stable, then the canary if any."""
         return [self.stable_version] + ([self.canary_version] if self.canary_version else [])
 
+    def expired(self, now: datetime | None = None) -> bool:
+        """Whether the document is past its ``expires_at`` (a store that stopped being updated)."""
+        return self.expires_at is not None and (now or datetime.now(timezone.utc)) >= self.expires_at
+
+    def expires_within(self, seconds: float, now: datetime | None = None) -> bool:
+        """Whether it expires in less than ``seconds`` (time to re-sign it), or never was given an expiry."""
+        if self.expires_at is None:
+            return True
+        return (self.expires_at - (now or datetime.now(timezone.utc))).total_seconds() < seconds
+
     def document(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
 
@@ -77,21 +95,40 @@ class DesiredState(BaseModel):
 
 
 def make_desired(model: str, *, stable_version: str, canary_version: str | None = None, canary_weight: float = 0.0,
-                 generation: int, updated_by: str = "ebmops") -> DesiredState:
-    """Build a DesiredState, turning validation failures into DesiredStateError."""
+                 generation: int, updated_by: str = "ebmops", ttl_s: float | None = None) -> DesiredState:
+    """Build a DesiredState (expiring ``ttl_s`` from now when given), turning validation failures into
+    DesiredStateError."""
+    now = datetime.now(timezone.utc)
     try:
         return DesiredState(model=model, stable_version=stable_version, canary_version=canary_version,
-                            canary_weight=canary_weight, generation=generation, updated_by=updated_by)
+                            canary_weight=canary_weight, generation=generation, updated_by=updated_by, updated_at=now,
+                            expires_at=now + timedelta(seconds=ttl_s) if ttl_s else None)
     except ValidationError as e:
         raise DesiredStateError(f"invalid desired state for {model}: {_first(e)}") from e
 
 
 def next_desired(current: DesiredState | None, model: str, *, stable_version: str, canary_version: str | None = None,
-                 canary_weight: float = 0.0, updated_by: str = "ebmops") -> DesiredState:
-    """The state that follows ``current`` (or the first one) with these versions: generation + 1."""
+                 canary_weight: float = 0.0, updated_by: str = "ebmops", floor: int = 0,
+                 ttl_s: float | None = None) -> DesiredState:
+    """The state that follows ``current`` (or the first one) with these versions.
+
+    Its generation exceeds both the stored one and ``floor``: the highest generation the region's
+    nodes report having trusted. A store holding a replayed older document would otherwise make the
+    control plane reuse a generation the nodes already applied, and they would refuse (or ignore) it.
+    """
     return make_desired(model, stable_version=stable_version, canary_version=canary_version,
-                        canary_weight=canary_weight, generation=(current.generation if current else 0) + 1,
-                        updated_by=updated_by)
+                        canary_weight=canary_weight, generation=max(current.generation if current else 0, floor) + 1,
+                        updated_by=updated_by, ttl_s=ttl_s)
+
+
+def needs_write(wanted: DesiredState, current: DesiredState | None, *, floor: int = 0,
+                refresh_within_s: float | None = None) -> bool:
+    """Whether ``wanted`` must be written over ``current``: another target; or the nodes trust a newer
+    generation than the store holds (a replayed document: write past it); or ``current`` expires within
+    ``refresh_within_s`` (re-sign it so a live store never looks frozen)."""
+    if current is None or not wanted.same_target(current) or floor > current.generation:
+        return True
+    return refresh_within_s is not None and current.expires_within(refresh_within_s)
 
 
 def read_desired(store: ObjectStore, model: str, key: SigningKey) -> DesiredState | None:
@@ -168,7 +205,8 @@ def unverified_generation(store: ObjectStore, model: str) -> int | None:
 
 
 def repair_desired(store: ObjectStore, model: str, key: SigningKey, *, stable_version: str,
-                   updated_by: str = "ebmops") -> tuple[DesiredState, bool]:
+                   updated_by: str = "ebmops", floor: int = 0, ttl_s: float | None = None,
+                   refresh_within_s: float | None = None) -> tuple[DesiredState, bool]:
     """Replace ``model``'s desired state with ``stable_version`` and no canary, whatever the stored
     document holds (unverifiable, edited by hand): the generation still grows past what it said.
     Returns the state and whether it was written (False: it already was exactly that)."""
@@ -176,9 +214,9 @@ def repair_desired(store: ObjectStore, model: str, key: SigningKey, *, stable_ve
         current = read_desired(store, model, key)
     except DesiredStateError:
         current = None
-    gen = max(current.generation if current else 0, unverified_generation(store, model) or 0) + 1
-    new = make_desired(model, stable_version=stable_version, generation=gen, updated_by=updated_by)
-    if current is not None and new.same_target(current):
+    gen = max(current.generation if current else 0, unverified_generation(store, model) or 0, floor) + 1
+    new = make_desired(model, stable_version=stable_version, generation=gen, updated_by=updated_by, ttl_s=ttl_s)
+    if not needs_write(new, current, floor=floor, refresh_within_s=refresh_within_s):
         return current, False
     return write_desired(store, new, key, replace_unverified=current is None), True
 

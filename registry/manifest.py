@@ -144,6 +144,19 @@ def read_manifest(store: ObjectStore, model: str, version: str, key: SigningKey)
         raw = store.get_bytes(mkey)
     except ObjectNotFound as e:
         raise fail("manifest-missing", f"no manifest at {where}; publish the version to this region first", e)
+    return parse_manifest(raw, model, version, key, where=where), raw
+
+
+def parse_manifest(raw: bytes, model: str, version: str, key: SigningKey, *, where: str) -> Manifest:
+    """Verify and validate a manifest's raw bytes (read from ``where``). Raises BundleError."""
+    mkey = manifest_key(model, version)
+
+    def fail(reason: str, msg: str, cause: Exception | None = None) -> BundleError:
+        err = BundleError(f"bundle {model} {version} refused ({reason}): {msg}", reason=reason, model=model,
+                          version=version, key=mkey)
+        err.__cause__ = cause
+        return err
+
     try:
         doc = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -158,7 +171,7 @@ def read_manifest(store: ObjectStore, model: str, version: str, key: SigningKey)
         raise fail("manifest-invalid", f"{where} is signed but malformed: {e.errors()[0]['msg']}", e)
     if (manifest.model_name, manifest.version) != (model, version):
         raise fail("manifest-mismatch", f"{where} describes {manifest.model_name} {manifest.version}")
-    return manifest, raw
+    return manifest
 
 
 def list_versions(store: ObjectStore, model: str) -> list[str]:

@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 
 from ebmops.core.errors import RegionSyncFailed
 from registry.bundle import MODEL_ROLE, PublishStats, build_manifest, publish_bundle
-from registry.desired_state import next_desired, read_desired, repair_desired, write_desired
+from registry.desired_state import needs_write, next_desired, read_desired, repair_desired, write_desired
 from registry.objectstore.base import ObjectStore
 from registry.signing import SigningKey
 
@@ -46,8 +46,13 @@ def publish_to_regions(stores: Mapping[str, ObjectStore], model_file: Path, *, m
                        features: Sequence[str], threshold: float, gate_verdict: str, key: SigningKey,
                        set_stable: bool = False, updated_by: str = "ebmops",
                        extra_files: Mapping[str, Path] | None = None, metadata: Mapping[str, str] | None = None,
-                       max_workers: int = 8, repair: bool = False) -> dict[str, RegionPublish]:
+                       max_workers: int = 8, repair: bool = False, floors: Mapping[str, int] | None = None,
+                       ttl_s: float | None = None) -> dict[str, RegionPublish]:
     """Publish one version to every region in ``stores`` concurrently.
+
+    ``floors``: per region, the highest desired-state generation its nodes report having trusted; a
+    written generation exceeds it (see ``next_desired``). ``ttl_s``: written documents expire after it,
+    and one already in place is re-signed when less than half of it is left.
 
     Returns:
         per region (in the order of ``stores``): bytes and blobs uploaded, blobs skipped, seconds,
@@ -67,13 +72,17 @@ def publish_to_regions(stores: Mapping[str, ObjectStore], model_file: Path, *, m
                                threshold=threshold, gate_verdict=gate_verdict, key=key, extra_files=extra_files,
                                metadata=metadata, manifest=manifest)
         result = RegionPublish(**vars(stats), region=region)
+        floor = (floors or {}).get(region, 0)
+        refresh = ttl_s / 2 if ttl_s else None
         if set_stable and repair:
-            d, written = repair_desired(store, model_name, key, stable_version=version, updated_by=updated_by)
+            d, written = repair_desired(store, model_name, key, stable_version=version, updated_by=updated_by,
+                                        floor=floor, ttl_s=ttl_s, refresh_within_s=refresh)
             result.desired_generation, result.desired_written = d.generation, written
         elif set_stable:
             current = read_desired(store, model_name, key)
-            wanted = next_desired(current, model_name, stable_version=version, updated_by=updated_by)
-            if wanted.same_target(current):
+            wanted = next_desired(current, model_name, stable_version=version, updated_by=updated_by, floor=floor,
+                                  ttl_s=ttl_s)
+            if not needs_write(wanted, current, floor=floor, refresh_within_s=refresh):
                 result.desired_generation = current.generation
             else:
                 result.desired_generation = write_desired(store, wanted, key).generation
@@ -118,7 +127,8 @@ def sync_version(settings, model_file: Path, *, model_name: str, version: str, f
                  threshold: float, gate_verdict: str, regions: Sequence[str] | None = None, set_stable: bool = True,
                  state=None, key: SigningKey | None = None, updated_by: str = "ebmops",
                  extra_files: Mapping[str, Path] | None = None,
-                 metadata: Mapping[str, str] | None = None, repair: bool = False) -> SyncResult:
+                 metadata: Mapping[str, str] | None = None, repair: bool = False,
+                 floors: Mapping[str, int] | None = None) -> SyncResult:
     """Publish a version to ``regions`` (default ``data.regions``) from settings, and record each
     region's outcome, seconds and bytes in the state store (``state``, default the configured one).
 
@@ -139,7 +149,8 @@ def sync_version(settings, model_file: Path, *, model_name: str, version: str, f
         results = publish_to_regions(stores, model_file, model_name=model_name, version=version, features=features,
                                      threshold=threshold, gate_verdict=gate_verdict, key=key, set_stable=set_stable,
                                      updated_by=updated_by, extra_files=extra_files, metadata=metadata,
-                                     max_workers=settings.sync.max_workers, repair=repair)
+                                     max_workers=settings.sync.max_workers, repair=repair, floors=floors,
+                                     ttl_s=settings.sync.desired_ttl_s)
         failures: dict[str, Exception] = {}
     except RegionSyncFailed as e:
         results, failures = e.results, e.failures

@@ -333,6 +333,9 @@ class Node:
                 "features": list(serving.stable.features) if serving else [],
                 "versions": serving.roles() if serving else {},
                 "last_error": err.as_dict() if err else None,
+                "trusted_generation": self.state.trusted_generation,
+                # serving the last verified state from disk (store unreachable or its document refused): why
+                "degraded": self.state.degraded.as_dict() if self.state.degraded else None,
                 "last_reconcile_at": last.isoformat() if last else None}
 
 

@@ -134,6 +134,8 @@ class NodeMetrics:
                                       buckets=BATCH_BUCKETS, registry=r)
         self.load_failures = Counter(f"{PREFIX}_model_load_failures", "Refused desired states and bundles, by reason.",
                                      ["reason"], registry=r)
+        for reason in ("stale-generation", "generation-reused"):  # exported at 0: the replay alert's rate needs a start
+            self.load_failures.labels(reason=reason)
         self.loaded = Gauge(f"{PREFIX}_loaded_version_info", "1 for each model version loaded, by role.",
                             ["version", "role"], registry=r)
         self.generation = Gauge(f"{PREFIX}_desired_generation", "Generation of the desired state being served.",
@@ -142,6 +144,11 @@ class NodeMetrics:
                                        "Generation of the newest desired state read from the store (applied or "
                                        "refused); above desired_generation: the node does not serve what is desired.",
                                        registry=r)
+        self.trusted_generation = Gauge(f"{PREFIX}_trusted_generation",
+                                        "Highest desired-state generation this node verified, kept on disk across "
+                                        "restarts; anything older is refused.", registry=r)
+        self.degraded = Gauge(f"{PREFIX}_degraded", "1 while the node serves its last verified state from disk "
+                              "because its store is unreachable or its desired state is refused.", registry=r)
         self.ready = Gauge(f"{PREFIX}_ready", "1 once a verified, warmed-up model serves (what /readyz says).",
                            registry=r)
         self.canary_weight = Gauge(f"{PREFIX}_canary_weight", "Share of traffic routed to the canary.", registry=r)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ebmops.core.errors import BundleError
-from registry.bundle import fetch_bundle
+from registry.bundle import VerifiedBundle, fetch_bundle, installed_bundle
 from registry.manifest import Manifest
 from registry.objectstore.base import ObjectStore
 from registry.signing import SigningKey
@@ -77,7 +77,18 @@ def load_verified(store: ObjectStore, model_name: str, version: str, key: Signin
         ModelLoadError: the verified file is not a usable energy model.
         StoreError: the region's store could not be read.
     """
-    bundle = fetch_bundle(store, model_name, version, key, Path(install_dir), cache_dir=cache_dir)
+    return _loaded(fetch_bundle(store, model_name, version, key, Path(install_dir), cache_dir=cache_dir))
+
+
+def load_installed(model_name: str, version: str, key: SigningKey, install_dir: Path) -> LoadedModel:
+    """Load and warm up the copy of ``model_name`` ``version`` installed on this node's disk, re-verified
+    against its signed manifest there; no store is read (serving through a store outage). Raises as
+    ``load_verified``, and BundleError installed-missing / installed-damaged."""
+    return _loaded(installed_bundle(Path(install_dir), model_name, version, key))
+
+
+def _loaded(bundle: VerifiedBundle) -> LoadedModel:
+    model_name, version = bundle.manifest.model_name, bundle.manifest.version
     module = _load_module(bundle.model_path, model_name, version)
     model = LoadedModel(version=version, manifest=bundle.manifest, features=tuple(bundle.manifest.features),
                         threshold=float(bundle.manifest.threshold), module=module,

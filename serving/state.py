@@ -26,7 +26,8 @@ from registry.desired_state import DesiredState, read_desired
 from registry.objectstore.base import ObjectStore
 from registry.signing import SigningKey
 from serving.metrics import NodeMetrics
-from serving.model import LoadedModel, load_verified
+from serving.model import LoadedModel, load_installed, load_verified
+from serving.trust import Trusted, load_trusted, record_trusted
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,8 @@ class NodeState:
         self.serving: Serving | None = None
         self.last_error: Refusal | None = None
         self.last_reconcile_at: datetime | None = None
+        self.trusted_generation: int | None = None  # the highest generation verified, kept across restarts
+        self.degraded: Refusal | None = None  # set while serving the last verified state from disk: why
 
     @property
     def ready(self) -> bool:
@@ -127,6 +130,13 @@ class Reconciler:
         self._loader = loader or self._load
         self._lock = threading.Lock()
         self._failed_generation: int | None = None
+        self.trusted = load_trusted(self.install_dir, state.model_name, key)
+        state.trusted_generation = self.trusted.generation if self.trusted else None
+        if self.trusted is not None and self.trusted.problem:
+            log.error("%s: %s; generation %d stays the floor, nothing is served from disk", state.region,
+                      self.trusted.problem, self.trusted.generation)
+        if metrics is not None and self.trusted is not None:
+            metrics.trusted_generation.set(self.trusted.generation)
 
     def _load(self, version: str) -> LoadedModel:
         return load_verified(self.store, self.state.model_name, version, self.key, self.install_dir, self.cache_dir)
@@ -149,17 +159,52 @@ class Reconciler:
         except StoreError as e:
             return self._refuse(Refusal("store-unreadable", str(e), "store"))
         if desired is None:
+            if self.trusted is not None:  # the store lost (or never had) what this node already trusted
+                return self._refuse(Refusal(
+                    "desired-state-missing", f"no desired state for {self.state.model_name} in {self.store.description}, "
+                    f"but this node trusted generation {self.trusted.generation}; the store was wiped or replaced, "
+                    "re-sync the region's version", "desired-state"))
             return ReconcileResult("no-desired-state", current)
         if self.metrics is not None:  # what the store asks for, applied or not: the "served != desired" alert
             self.metrics.target_generation.set(desired.generation)
-        if current is not None and desired.generation == current.generation:
-            return ReconcileResult("unchanged", current)
-        if current is not None and desired.generation < current.generation:
+        if desired.expired():
             return self._refuse(Refusal(
-                "stale-generation", f"desired state generation {desired.generation} is older than the served "
-                f"generation {current.generation}; a replayed or rolled-back document is ignored, write generation "
-                f"{current.generation + 1} to change what is served", "desired-state", desired.generation))
+                "desired-state-expired", f"the desired state (generation {desired.generation}) expired at "
+                f"{desired.expires_at.isoformat()}: the store has not been updated since; run `ebmops sync "
+                "--reconcile` (the daily sync re-signs it) and check that the control plane can write the store",
+                "desired-state", desired.generation))
+        floor = max(current.generation if current else 0, self.trusted.generation if self.trusted else 0)
+        if desired.generation < floor:
+            return self._refuse(Refusal(
+                "stale-generation", f"desired state generation {desired.generation} is older than generation {floor} "
+                f"this node already trusted (kept across restarts); a replayed or rolled-back document is ignored, "
+                f"write generation {floor + 1} to change what is served", "desired-state", desired.generation))
+        if desired.generation == floor:
+            same = current if current is not None and current.generation == floor else None
+            kept = self.trusted.desired if self.trusted is not None else None
+            if same is not None and _target(desired) == _served(same) and self.state.degraded is None:
+                return self._unchanged(current)
+            if same is None and kept is not None and not desired.same_target(kept):
+                return self._refuse(self._reused(desired, kept.stable_version, kept.canary_version))
+            if same is not None and _target(desired) != _served(same):
+                return self._refuse(self._reused(desired, same.stable.version,
+                                                 same.canary.version if same.canary else None))
         return self._apply(desired, current)
+
+    def _reused(self, desired: DesiredState, stable: str, canary: str | None) -> Refusal:
+        return Refusal("generation-reused", f"desired state generation {desired.generation} asks for stable "
+                       f"{desired.stable_version} / canary {desired.canary_version}, but this node already trusted "
+                       f"generation {desired.generation} as stable {stable} / canary {canary}; a document may not be "
+                       f"changed under the same generation, write generation {desired.generation + 1}",
+                       "desired-state", desired.generation)
+
+    def _unchanged(self, current: Serving) -> ReconcileResult:
+        if self.state.last_error is not None:  # the store is good again: what was wrong is repaired
+            log.info("%s: desired state good again (generation %d); clearing: %s", self.state.region,
+                     current.generation, self.state.last_error.reason)
+        self.state.last_error = None
+        self._failed_generation = None
+        return ReconcileResult("unchanged", current)
 
     def _apply(self, desired: DesiredState, current: Serving | None) -> ReconcileResult:
         have = current.models() if current is not None else {}
@@ -182,11 +227,14 @@ class Reconciler:
         canary = models.get(desired.canary_version) if desired.canary_version else None
         new = Serving(generation=desired.generation, stable=models[desired.stable_version], canary=canary,
                       canary_weight=desired.canary_weight if canary is not None else 0.0)
+        self._trust(desired)  # verified and loaded: kept as the floor before anyone sees it served
         self.state.serving = new  # the swap: one reference assignment; old models go when no request holds them
         self.state.last_error = None
+        self.state.degraded = None
         self._failed_generation = None
         if self.metrics is not None:
             self.metrics.set_serving(new.generation, new.roles(), new.canary_weight)
+            self.metrics.degraded.set(0)
         log.info("%s: serving generation %d: %s (loaded %s)", self.state.region, new.generation,
                  ", ".join(f"{v} ({r})" for v, r in new.roles().items()), ", ".join(loaded) or "nothing",
                  extra={"ebm": {"event": "served", "region": self.state.region, "model": self.state.model_name,
@@ -195,7 +243,51 @@ class Reconciler:
                                 "canary_weight": new.canary_weight}})
         return ReconcileResult("applied", new, loaded=tuple(loaded))
 
+    def _trust(self, desired: DesiredState) -> None:
+        """Keep the applied document as trusted (the floor after a restart); a disk error is logged,
+        never a reason to stop serving what was verified."""
+        try:
+            kept = record_trusted(self.install_dir, desired)
+        except OSError as e:
+            log.error("%s: could not keep generation %d as trusted (%s); after a restart the floor is lower",
+                      self.state.region, desired.generation, e)
+            return
+        if kept == desired.generation:
+            self.trusted = Trusted(desired.model, desired.generation, desired)
+        self.state.trusted_generation = max(kept, self.state.trusted_generation or 0)
+        if self.metrics is not None:
+            self.metrics.trusted_generation.set(self.state.trusted_generation)
+
+    def _from_disk(self, why: Refusal) -> Serving | None:
+        """At boot, with nothing served and the store unusable: serve the last trusted document's versions
+        from this node's disk, each re-verified against its signed manifest there. None when impossible."""
+        kept = self.trusted.desired if self.trusted is not None else None
+        if kept is None or self.state.serving is not None:
+            return None
+        try:
+            models = {v: load_installed(self.state.model_name, v, self.key, self.install_dir) for v in kept.versions()}
+        except Exception as e:  # noqa: BLE001 - no usable copy on disk: keep serving nothing, say why
+            log.error("%s: cannot serve the last verified state from disk either: %s", self.state.region, e)
+            return None
+        canary = models.get(kept.canary_version) if kept.canary_version else None
+        new = Serving(generation=kept.generation, stable=models[kept.stable_version], canary=canary,
+                      canary_weight=kept.canary_weight if canary is not None else 0.0)
+        self.state.serving = new
+        self.state.degraded = why
+        if self.metrics is not None:
+            self.metrics.set_serving(new.generation, new.roles(), new.canary_weight)
+            self.metrics.degraded.set(1)
+        log.error("%s: DEGRADED: serving generation %d (%s) from disk, verified against its signed manifests, "
+                  "because %s: %s", self.state.region, new.generation,
+                  ", ".join(f"{v} ({r})" for v, r in new.roles().items()), why.reason, why.message,
+                  extra={"ebm": {"event": "degraded", "region": self.state.region, "model": self.state.model_name,
+                                 "generation": new.generation, "reason": why.reason}})
+        return new
+
     def _refuse(self, refusal: Refusal) -> ReconcileResult:
+        self._from_disk(refusal)
+        if self.state.degraded is not None:
+            self.state.degraded = refusal  # still degraded: the newest reason
         first = refusal.generation is None or refusal.generation != self._failed_generation
         self._failed_generation = refusal.generation
         self.state.last_error = refusal
@@ -211,6 +303,16 @@ class Reconciler:
                                                            "generation": refusal.generation,
                                                            "reason": refusal.reason}})
         return ReconcileResult("refused", served, refusal)
+
+
+def _target(desired: DesiredState) -> tuple:
+    return desired.stable_version, desired.canary_version, desired.canary_weight if desired.canary_version else 0.0
+
+
+def _served(serving: Serving) -> tuple:
+    """What ``serving`` serves, comparable with ``_target`` of a document (generation aside)."""
+    return (serving.stable.version, serving.canary.version if serving.canary else None,
+            serving.canary_weight if serving.canary else 0.0)
 
 
 def is_refusal_of_bundle(refusal: Refusal | None) -> bool:

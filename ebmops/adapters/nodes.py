@@ -31,12 +31,20 @@ class NodeReport:
     canary_version: str | None = None
     canary_weight: float | None = None
     generation: int | None = None
+    trusted_generation: int | None = None  # the highest generation the node verified, kept across restarts
+    degraded: str | None = None  # why the node serves its last verified state from disk, if it does
     last_error: str | None = None
     error: str | None = None
     replicas: list["NodeReport"] = field(default_factory=list)
 
     def serves(self, version: str) -> bool:
         return self.reachable and version in (self.stable_version, self.canary_version)
+
+    @property
+    def highest_generation(self) -> int:
+        """The highest generation this node (any reachable replica) served or trusted; 0 when none."""
+        own = max(self.generation or 0, self.trusted_generation or 0) if self.reachable else 0
+        return max([own, *(r.highest_generation for r in self.replicas)])
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,7 +56,9 @@ def _node_report(region: str, url: str, body: dict) -> NodeReport:
         err = f"{err.get('reason', 'refused')}: {err.get('message', '')}".rstrip(": ")
     return NodeReport(region=region, url=url, reachable=True, stable_version=body.get("stable_version"),
                       canary_version=body.get("canary_version"), canary_weight=body.get("canary_weight"),
-                      generation=body.get("generation"), last_error=err)
+                      generation=body.get("generation"), trusted_generation=body.get("trusted_generation"),
+                      degraded=(body.get("degraded") or {}).get("reason") if isinstance(body.get("degraded"), dict)
+                      else body.get("degraded"), last_error=err)
 
 
 def combine(region: str, reps: list[NodeReport]) -> NodeReport:
@@ -63,12 +73,14 @@ def combine(region: str, reps: list[NodeReport]) -> NodeReport:
         return values.pop() if len(values) == 1 else None
 
     errors = [f"{r.url}: {r.last_error}" for r in up if r.last_error]
+    degraded = [f"{r.url}: {r.degraded}" for r in up if r.degraded]
     down = [f"{r.url}: {r.error}" for r in reps if not r.reachable]
     return NodeReport(region=region, url=", ".join(r.url for r in reps) or "(no replica)", reachable=bool(up),
                       stable_version=agreed("stable_version"), canary_version=agreed("canary_version"),
                       canary_weight=agreed("canary_weight"),
                       generation=min((r.generation or 0 for r in up), default=None),
-                      last_error="; ".join(errors) or None, error="; ".join(down) or None, replicas=reps)
+                      trusted_generation=max((r.trusted_generation or 0 for r in up), default=None),
+                      degraded="; ".join(degraded) or None, last_error="; ".join(errors) or None, error="; ".join(down) or None, replicas=reps)
 
 
 def node_reports(settings: Settings, regions: Sequence[str], *, reload: bool = False,
@@ -112,6 +124,13 @@ def node_reports(settings: Settings, regions: Sequence[str], *, reload: bool = F
     return {r: combine(r, reps) if reps else NodeReport(region=r, url="(no replica)", reachable=False,
                                                         error="serving.node_urls names no reachable address")
             for r, reps in by_region.items()}
+
+
+def generation_floors(settings: Settings, regions: Sequence[str]) -> dict[str, int]:
+    """Per region the highest desired-state generation any reachable replica trusts: the next document
+    written there must exceed it (nodes refuse anything lower, and a replayed store must not make the
+    control plane reuse a generation). Unreachable nodes add nothing; they refuse on their own."""
+    return {r: rep.highest_generation for r, rep in node_reports(settings, list(regions), timeout_s=2.0).items()}
 
 
 def _refused(r) -> str:

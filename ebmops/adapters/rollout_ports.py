@@ -57,7 +57,8 @@ class RegionTraffic:
                            set_stable=False, metadata=b.metadata, extra_files=b.extra_files or None)
 
     def set_traffic(self, region: str, *, stable: str | None, canary: str | None, weight: float) -> None:
-        from registry.desired_state import next_desired, read_desired, write_desired
+        from ebmops.adapters.nodes import generation_floors
+        from registry.desired_state import needs_write, next_desired, read_desired, write_desired
 
         if stable is None:
             raise RolloutRefused(f"region {region} has no stable version to fall back to; sync one first "
@@ -65,9 +66,12 @@ class RegionTraffic:
         model = self.settings.registry.model_name
         store, key = self._store(region), self._key()
         current = read_desired(store, model, key)
+        floor = generation_floors(self.settings, [region])[region]
+        ttl = self.settings.sync.desired_ttl_s
         wanted = next_desired(current, model, stable_version=stable, canary_version=canary,
-                              canary_weight=weight if canary else 0.0, updated_by="ebmops-rollout")
-        if not wanted.same_target(current):
+                              canary_weight=weight if canary else 0.0, updated_by="ebmops-rollout", floor=floor,
+                              ttl_s=ttl)
+        if needs_write(wanted, current, floor=floor, refresh_within_s=ttl / 2):
             write_desired(store, wanted, key)
         self._wait_applied(region, stable, canary, weight if canary else 0.0)
 

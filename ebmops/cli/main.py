@@ -12,6 +12,7 @@ from ebmops.cli import drift as drift_cmd
 from ebmops.cli import gate as gate_cmd
 from ebmops.cli import models as models_cmd
 from ebmops.cli import node as node_cmd
+from ebmops.cli import operator as operator_cmd
 from ebmops.cli import rollout as rollout_cmd
 from ebmops.cli import stack as stack_cmd
 from ebmops.cli import sync as sync_cmd
@@ -34,6 +35,7 @@ app.add_typer(sync_cmd.regions_app, name="regions")
 app.command("demo")(train_cmd.demo)
 app.add_typer(node_cmd.node_app, name="node")
 app.add_typer(audit_cmd.audit_app, name="audit")
+app.add_typer(operator_cmd.operator_app, name="operator")
 app.add_typer(drift_cmd.drift_app, name="drift")
 app.add_typer(rollout_cmd.rollout_app, name="rollout")
 app.command("approve")(rollout_cmd.approve)

@@ -38,32 +38,35 @@ def start(version: str = typer.Argument("@candidate", help="Version number or @a
                                                      help="Regions, one wave each, in order (default: rollout.waves)."),
           bake: float = typer.Option(None, "--bake", help="Bake seconds per step (default: rollout.bake_s)."),
           hotfix: bool = typer.Option(False, "--hotfix", help="Use the expedited hotfix plan (rollout.hotfix)."),
-          auto_approve: bool = typer.Option(False, "--auto-approve", help="Approve every wave as --as."),
-          as_: str = typer.Option(None, "--as", help="Who starts (and with --auto-approve approves) the rollout."),
+          auto_approve: bool = typer.Option(False, "--auto-approve", help="Approve every wave as yourself."),
+          as_: str = typer.Option(None, "--as", help="Asserts who you are (your OS login, or your operator key's "
+                                                     "roster name); refused when it names someone else."),
           json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Start a canary rollout and drive it to the end (exit 12 when it does not promote)."""
     s = context.settings()
-    if auto_approve and not as_:
-        raise typer.BadParameter("--auto-approve needs --as NAME (an on-call roster member)", param_hint="--as")
+    from ebmops.cli.operator import acting
     from ebmops.services.rollout import plan_for
     from flows.rollout import rollout as rollout_flow
 
     plan_for(s, hotfix=hotfix, regions=region, bake_s=bake)  # a bad plan fails before a flow run starts
+    op = acting(as_, f"start a rollout of {version}")  # refused (audited) before anything is created
     out = rollout_flow(version=version, regions=region or None, bake_s=bake, hotfix=hotfix,
-                       auto_approve_as=as_ if auto_approve else None, created_by=as_ or "ebmops-cli")
+                       auto_approve_as=op.name if auto_approve else None, created_by=op.name)
     _finish(out, json_out)
 
 
 @rollout_app.command("resume")
 def resume(rollout_id: str = typer.Argument(..., help="Rollout id (see `ebmops rollout status`)."),
-           auto_approve: bool = typer.Option(False, "--auto-approve", help="Approve every remaining wave as --as."),
-           as_: str = typer.Option(None, "--as", help="Roster member for --auto-approve."),
+           auto_approve: bool = typer.Option(False, "--auto-approve", help="Approve every remaining wave as yourself."),
+           as_: str = typer.Option(None, "--as", help="Asserts who you are; refused when it names someone else."),
            json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Continue a rollout from its saved state (after a crash, a kill or a restart)."""
     context.settings()
+    from ebmops.cli.operator import acting
     from flows.rollout import rollout as rollout_flow
 
-    out = rollout_flow(rollout_id=rollout_id, auto_approve_as=as_ if auto_approve else None)
+    op = acting(as_, f"resume rollout {rollout_id}")
+    out = rollout_flow(rollout_id=rollout_id, auto_approve_as=op.name if auto_approve else None)
     _finish(out, json_out)
 
 
@@ -84,38 +87,40 @@ def status(rollout_id: str = typer.Argument(None, help="Rollout id (default: the
 def _decide(rollout_id: str, approve: bool, as_: str, comment: str | None, region: str | None,
             json_out: bool) -> None:
     s = context.settings()
+    from ebmops.services.authority import resolve_operator
     from ebmops.services.rollout import decide
 
-    out = decide(s, context.store(), rollout_id, approve=approve, actor=as_, comment=comment, region=region)
+    op = resolve_operator(s, as_)  # the roster check (refusal recorded) is decide's
+    out = decide(s, context.store(), rollout_id, approve=approve, actor=op.name, comment=comment, region=region)
     if json_out:
         print_json(out)
     else:
-        console.print(f"{out['decision']} of rollout {rollout_id} in {out['region']} by {as_} recorded "
+        console.print(f"{out['decision']} of rollout {rollout_id} in {out['region']} by {op.name} recorded "
                       f"(via {out['via']})")
 
 
 def approve(rollout_id: str = typer.Argument(..., help="Rollout id."),
-            as_: str = typer.Option(..., "--as", help="Your name; must be on the on-call roster."),
+            as_: str = typer.Option(None, "--as", help="Asserts who you are; refused when it names someone else."),
             comment: str = typer.Option(None, "--comment", help="Why."),
             region: str = typer.Option(None, "--region", help="The region awaiting approval (default: the first)."),
             json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Approve the region of a rollout that awaits approval (exit 11 when --as is not on the roster)."""
+    """Approve the region of a rollout that awaits approval, as yourself (exit 11 off the roster)."""
     _decide(rollout_id, True, as_, comment, region, json_out)
 
 
 def reject(rollout_id: str = typer.Argument(..., help="Rollout id."),
-           as_: str = typer.Option(..., "--as", help="Your name; must be on the on-call roster."),
+           as_: str = typer.Option(None, "--as", help="Asserts who you are; refused when it names someone else."),
            comment: str = typer.Option(None, "--comment", help="Why."),
            region: str = typer.Option(None, "--region", help="The region awaiting approval (default: the first)."),
            json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Reject: the region awaiting approval rolls back (exit 11 when --as is not on the roster)."""
+    """Reject: the region awaiting approval rolls back (exit 11 off the roster)."""
     _decide(rollout_id, False, as_, comment, region, json_out)
 
 
 def rollback(model: str = typer.Argument(..., help="Model name (registry.model_name)."),
              region: Optional[List[str]] = typer.Option(None, "--region", "-r", help="Region to roll back (repeat)."),
              all_: bool = typer.Option(False, "--all", help="Every region."),
-             as_: str = typer.Option("ebmops-cli", "--as", help="Who rolls back (recorded)."),
+             as_: str = typer.Option(None, "--as", help="Asserts who you are; refused when it names someone else."),
              comment: str = typer.Option(None, "--comment", help="Why."),
              json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Return regions to their previous stable version in one command."""
@@ -130,7 +135,10 @@ def rollback(model: str = typer.Argument(..., help="Model name (registry.model_n
     if bool(region) == all_:
         raise ConfigError("give --region R (repeatable) or --all")
     regions = check_regions(s, region) if region else list(s.data.regions)
-    out = do_rollback(s, context.store(), regions=regions, actor=as_, comment=comment)
+    from ebmops.cli.operator import acting
+
+    op = acting(as_, f"roll back {', '.join(regions)}", model=model)
+    out = do_rollback(s, context.store(), regions=regions, actor=op.name, comment=comment)
     if json_out:
         print_json(out)
     else:

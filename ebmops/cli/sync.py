@@ -21,14 +21,37 @@ def sync(version: str = typer.Argument(None, help="Version number or @alias (def
          reconcile: bool = typer.Option(False, "--reconcile",
                                         help="Repair every region whose desired state differs from the registry's "
                                              "aliases (prod-<region>, else champion); VERSION is not used."),
+         override: bool = typer.Option(False, "--override",
+                                       help="Publish a version that is not each region's approved one (or did not "
+                                            "pass the gate); needs --comment, audited under your name."),
+         comment: str = typer.Option(None, "--comment", help="Why (with --override)."),
+         as_: str = typer.Option(None, "--as", help="Asserts who you are; refused when it names someone else."),
          json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Publish a version to the regional stores as stable and have the nodes load it."""
+    """Publish a version to the regional stores as stable and have the nodes load it. Only a region's approved
+    version (prod-<region>, else champion) that passed the gate, unless a roster member overrides."""
     s = context.settings()
+    from ebmops.cli.operator import acting
+    from ebmops.core.errors import ConfigError
     from ebmops.services.sync import check_regions
     from flows.sync import sync as sync_flow
 
-    check_regions(s, region)  # a bad --region fails before a flow run starts
-    out = sync_flow(version=version, regions=region or None, wait_s=wait, reason=reason, reconcile=reconcile)
+    regions = check_regions(s, region)  # a bad --region fails before a flow run starts
+    if override and reconcile:
+        raise ConfigError("--override: a reconcile publishes the registry's approved versions; it needs none")
+    if override and not comment:
+        raise ConfigError("--override needs --comment WHY (kept in the audit log)")
+    what = "reconcile regions" if reconcile else f"sync {version or '@candidate'}"
+    op = acting(as_, what, version=None if reconcile else version)
+    token = None
+    if override:
+        from ebmops.services.authority import override_token
+        from registry import ModelRegistry
+
+        number = str(ModelRegistry.from_settings(s).resolve(version or "@candidate").version)
+        token = override_token(s, op, action="sync", model=s.registry.model_name, version=number, regions=regions,
+                               comment=comment, ttl_s=600)
+    out = sync_flow(version=version, regions=region or None, wait_s=wait, reason=reason, reconcile=reconcile,
+                    override=token)
     if json_out:
         print_json(out)
         return

@@ -20,12 +20,13 @@ EXIT_CODES: dict[int, str] = {
     8: "`audit verify` found a changed, removed, reordered, rewritten or cut-off record, or a forged checkpoint",
     9: "a refused phase transition (the table does not allow it, or another writer moved first)",
     10: "another rollout of the model is active",
-    11: "the name is not on the on-call roster",
+    11: "the operator is not on the on-call roster, or --as names someone else",
     12: "a rollout ended without promoting",
     13: "a hotfix for that model and region is already running",
     14: "a hotfix stopped before serving a new version",
     15: "refused in the current state: the message says what must happen first",
     16: "the local stack already runs, or a port it needs is taken",
+    18: "a version that is not the region's approved one, or not gate-passed, needs a roster member's override",
 }
 
 
@@ -221,10 +222,19 @@ class TransitionRefused(EbmopsError):
 
 
 class NotOnRoster(EbmopsError):
-    """The name is not in the on-call roster; the decision was recorded as refused."""
+    """The operator is not on the on-call roster (or ``--as`` names someone else); refused and audited."""
 
     exit_code = 11
-    fix = "decide as a member of rollout.oncall_roster, or add the person to the roster"
+    fix = ("act as a member of rollout.oncall_roster (your OS login name, or the holder of a key in "
+           "rollout.operator_keys: set EBMOPS_OPERATOR__KEY), or add the person to the roster")
+
+
+class SyncNotApproved(EbmopsError):
+    """The version is not the region's approved one (or did not pass the gate); nothing was published."""
+
+    exit_code = 18
+    fix = ("roll it out (`ebmops rollout start VERSION`), or as a roster member override: `ebmops sync VERSION "
+           "--override --comment WHY` (or pass a token from `ebmops operator authorize sync VERSION` to the flow)")
 
 
 class RolloutNotPromoted(EbmopsError):

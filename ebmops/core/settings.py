@@ -221,6 +221,10 @@ class SyncSettings(BaseModel):
     regions: dict[str, RegionStoreSettings] = Field(default_factory=dict,
                                                     description="Object store per region; unlisted regions use a local store.")
     max_workers: int = Field(default=8, ge=1, le=64, description="Threads for concurrent region publishes and blob uploads.")
+    desired_ttl_s: float = Field(default=72 * 3600.0, ge=60.0,
+                                 description="Desired-state documents expire this long after they are signed; a node "
+                                             "reports an expired one (a frozen store). The daily reconcile re-signs a "
+                                             "document with less than half of it left.")
     cache_dir: Path | None = Field(default=None, description="Verified blob cache of a node; default <home>/cache/blobs.")
     s3_connect_timeout_s: float = Field(default=5.0, gt=0, description="S3 connect timeout.")
     s3_read_timeout_s: float = Field(default=60.0, gt=0, description="S3 read timeout.")
@@ -561,7 +565,15 @@ class RolloutSettings(BaseModel):
                     "state store; auto = prefect when the flow runs on a Prefect server (PREFECT_API_URL set), else "
                     "state-store.")
     oncall_roster: list[str] = Field(default_factory=lambda: ["oncall"], min_length=1,
-                                     description="People (or handles) who may approve or reject a rollout.")
+                                     description="People who may change production: start, resume or roll back a "
+                                                 "rollout, approve or reject a wave, sync or override a version. From "
+                                                 "the CLI a person is their OS login name, or with operator_keys the "
+                                                 "holder of a listed key.")
+    operator_keys: dict[str, str] = Field(default_factory=dict,
+                                          description="Ed25519 public keys (64 hex characters) of roster members, by "
+                                                      "name. When set, a CLI command that changes production acts as "
+                                                      "the member whose public key matches operator.key, not as the OS "
+                                                      "user. Create a pair with `ebmops operator keygen`.")
     analysis: CanaryAnalysisSettings = Field(default_factory=CanaryAnalysisSettings,
                                              description="The canary judge's thresholds and metric configuration.")
     hotfix: HotfixPlanSettings = Field(default_factory=HotfixPlanSettings,
@@ -571,6 +583,15 @@ class RolloutSettings(BaseModel):
     @classmethod
     def _check_steps(cls, v: list[float]) -> list[float]:
         return check_steps(v)
+
+
+class OperatorSettings(BaseModel):
+    """Who is at the keyboard: the Ed25519 key proving a roster member's identity (rollout.operator_keys)."""
+
+    key: SecretStr | None = Field(default=None, description="This operator's Ed25519 private key (64 hex characters "
+                                  "or PEM). Env: EBMOPS_OPERATOR__KEY. Never printed.")
+    key_file: Path | None = Field(default=None, description="File holding that key (mode 0600); used when key is "
+                                  "unset. `ebmops operator keygen --out PATH` writes one.")
 
 
 class Settings(BaseSettings):
@@ -588,6 +609,7 @@ class Settings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     gate: GateSettings = Field(default_factory=GateSettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
+    operator: OperatorSettings = Field(default_factory=OperatorSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)

@@ -31,10 +31,7 @@ def approvals_for(settings: Settings, store, rollout_id: str, *, auto_approve_as
     from ebmops.adapters.approvals import AutoApprovals, StoreApprovals
 
     if auto_approve_as:
-        if not check_roster(settings, (store.get_rollout(rollout_id).plan or {}).get("oncall_roster"),
-                            auto_approve_as):
-            raise NotOnRoster(f"auto_approve_as: {auto_approve_as!r} is not on the on-call roster "
-                              f"({', '.join(settings.rollout.oncall_roster)})")
+        check_auto_approver(settings, auto_approve_as, (store.get_rollout(rollout_id).plan or {}).get("oncall_roster"))
         return AutoApprovals(auto_approve_as)
     if approval_mode(settings) == "prefect":
         from ebmops.adapters.prefect_approvals import PrefectApprovals
@@ -51,6 +48,13 @@ def approval_mode(settings: Settings) -> str:
     if mode == "auto":
         return "prefect" if os.environ.get("PREFECT_API_URL") else "state-store"
     return mode
+
+
+def check_auto_approver(settings: Settings, name: str, plan_roster: list[str] | None = None) -> None:
+    """Refuse an ``auto_approve_as`` off the roster; the flow calls it before creating anything."""
+    if not check_roster(settings, plan_roster, name):
+        raise NotOnRoster(f"auto_approve_as: {name!r} is not on the on-call roster "
+                          f"({', '.join(plan_roster or settings.rollout.oncall_roster)}); nothing was created")
 
 
 def check_roster(settings: Settings, plan_roster: list[str] | None, name: str) -> bool:

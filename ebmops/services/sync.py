@@ -16,9 +16,9 @@ import time
 from typing import Sequence
 
 from ebmops.adapters.bundles import SyncBundle
-from ebmops.adapters.nodes import NodeReport, node_reports
+from ebmops.adapters.nodes import NodeReport, generation_floors, node_reports
 from ebmops.core.aliases import CHAMPION, region_alias
-from ebmops.core.errors import ConfigError, EbmopsError, SyncNotServed
+from ebmops.core.errors import ConfigError, EbmopsError, StoreError, SyncNotServed
 from ebmops.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,15 +36,62 @@ def check_regions(settings: Settings, regions: Sequence[str] | None) -> list[str
     return list(dict.fromkeys(regions))
 
 
+def check_allowed(settings: Settings, bundle: SyncBundle, regions: Sequence[str], *,
+                  override: str | dict | None = None) -> dict:
+    """Whether ``bundle`` may become the stable version of ``regions``: it passed the gate and is each
+    region's approved version (alias ``prod-<region>``, else ``champion``; before any approval exists, the
+    first gate-passed version). Anything else needs a roster member's override token
+    (services/authority.py). Returns what allowed it; raises SyncNotApproved before anything is written."""
+    from ebmops.core.errors import SyncNotApproved
+    from registry import ModelRegistry
+
+    reg = ModelRegistry.from_settings(settings)
+    champion = reg.get_by_alias(CHAMPION)
+    problems = {}
+    for region in regions:
+        approved = reg.get_by_alias(region_alias(region)) or champion
+        if not _gate_promotes(bundle.gate_verdict):
+            problems[region] = f"v{bundle.version} did not pass the gate (verdict {bundle.gate_verdict})"
+        elif approved is not None and str(approved.version) != bundle.version:
+            problems[region] = f"its approved version is v{approved.version}, not v{bundle.version}"
+    if not problems:
+        return {"allowed_by": "policy"}
+    if override is None:
+        detail = "; ".join(f"{r}: {p}" for r, p in problems.items())
+        raise SyncNotApproved(f"sync of {bundle.model_name} v{bundle.version} refused, nothing was published: {detail}."
+                              " Roll it out (`ebmops rollout start`) or, as a roster member, override with "
+                              f"`ebmops sync {bundle.version} --override --comment WHY`")
+    from ebmops.services.authority import check_override
+
+    doc = check_override(settings, override, action="sync", model=bundle.model_name, version=bundle.version,
+                         regions=regions)
+    return {"allowed_by": "override", "operator": doc["operator"], "how": doc["how"], "comment": doc.get("comment"),
+            "problems": problems}
+
+
+def _gate_promotes(verdict: str) -> bool:
+    """Whether the gate's verdict lets a version be published without a human (pass; skipped: nothing to
+    compare against yet, as for the first version)."""
+    from gates.verdict import Verdict
+
+    try:
+        return Verdict(verdict).promotes
+    except ValueError:  # "none": never gated
+        return False
+
+
 def publish(settings: Settings, bundle: SyncBundle, regions: Sequence[str], *, set_stable: bool = True,
-            updated_by: str = "ebmops-sync", repair: bool = False) -> dict:
-    """Publish to ``regions`` concurrently and record each region in the state store."""
+            updated_by: str = "ebmops-sync", repair: bool = False, allowed: dict | None = None) -> dict:
+    """Publish to ``regions`` concurrently and record each region in the state store (``allowed``: what
+    ``check_allowed`` said, kept in the audit record)."""
     from registry.publish import sync_version
 
+    floors = generation_floors(settings, regions) if set_stable else None
     result = sync_version(settings, bundle.model_file, model_name=bundle.model_name, version=bundle.version,
                           features=bundle.features, threshold=bundle.threshold, gate_verdict=bundle.gate_verdict,
                           regions=list(regions), set_stable=set_stable, updated_by=updated_by,
-                          metadata=bundle.metadata, repair=repair, extra_files=bundle.extra_files or None)
+                          metadata=bundle.metadata, repair=repair, extra_files=bundle.extra_files or None,
+                          floors=floors)
     from ebmops.core.state import open_store
 
     store = open_store(settings)
@@ -52,7 +99,7 @@ def publish(settings: Settings, bundle: SyncBundle, regions: Sequence[str], *, s
         store.append_audit("sync", model=bundle.model_name, version=bundle.version, actor=updated_by,
                            payload={"sync_id": result.sync_id, "regions": sorted(result.regions),
                                     "bytes_uploaded": result.bytes_uploaded, "set_stable": set_stable,
-                                    "gate_verdict": bundle.gate_verdict})
+                                    "gate_verdict": bundle.gate_verdict, **(allowed or {})})
     finally:
         store.close()
     return {"sync_id": result.sync_id, "model_name": bundle.model_name, "version": bundle.version,
@@ -85,7 +132,7 @@ def notify_and_wait(settings: Settings, regions: Sequence[str], version: str, *,
                 served_at[r] = time.perf_counter() - t0
     out = {r: {**rep.to_dict(), "serves_version": rep.serves(version), "served_after_s": served_at.get(r)}
            for r, rep in reports.items()}
-    lagging = [r for r, rep in reports.items() if rep.reachable and not rep.serves(version)]
+    lagging = [r for r, rep in reports.items() if not rep.serves(version)]
     if wait_s > 0 and lagging:
         detail = "; ".join(_lag(reports[r], version) for r in lagging)
         raise SyncNotServed(f"version {version} was published, but after {wait_s:.0f} s these nodes do not serve it: "
@@ -94,6 +141,8 @@ def notify_and_wait(settings: Settings, regions: Sequence[str], version: str, *,
 
 
 def _lag(rep: NodeReport, version: str) -> str:
+    if not rep.reachable:
+        return f"{rep.region}: node unreachable ({rep.error}); it applies the desired state when it is back"
     if not rep.replicas:
         return f"{rep.region}: serves {rep.stable_version}" + (f" (last error: {rep.last_error})"
                                                               if rep.last_error else "")
@@ -123,9 +172,16 @@ def regions_status(settings: Settings, regions: Sequence[str] | None = None, *, 
         issues: list[str] = []
         desired = None
         try:
-            desired = read_desired(store_for_region(settings, region), model, key)
+            store = store_for_region(settings, region)
+            desired = read_desired(store, model, key)
             if desired is None:
+                store.probe()  # raises when the store itself is missing or does not answer
                 issues.append("no desired state: nothing was synced to this region")
+            elif desired.expired():
+                issues.append(f"desired state expired at {desired.expires_at.isoformat()}: the store has not been "
+                              "re-signed since (run `ebmops sync --reconcile`)")
+        except StoreError as e:
+            issues.append(f"store unreachable: {e}")
         except EbmopsError as e:
             issues.append(f"desired state unusable: {e}")
         node = nodes[region]
@@ -169,6 +225,8 @@ def _replica_issues(node: NodeReport, desired, prefix: str = "") -> list[str]:
             issues.append(f"{prefix}node at generation {node.generation}, desired {desired.generation}")
     if node.reachable and node.last_error:
         issues.append(f"{prefix}node refused the last reload: {node.last_error}")
+    if node.reachable and node.degraded:
+        issues.append(f"{prefix}node DEGRADED, serving its last verified state from disk: {node.degraded}")
     return issues
 
 

@@ -128,6 +128,15 @@ class ObjectStore(ABC):
     def delete(self, key: str) -> None:
         """Remove the object under ``key``; removing a missing key is not an error."""
 
+    @abstractmethod
+    def probe(self) -> None:
+        """Check that the store itself exists and answers (a directory, a bucket), so "nothing is stored
+        here" can be told apart from "this store is missing or unreachable".
+
+        Raises:
+            StoreError: the directory or bucket does not exist, or the endpoint does not answer.
+        """
+
     def size_or_none(self, key: str) -> int | None:
         """Size of the object under ``key``, or None when there is none (one round trip)."""
         from ebmops.core.errors import ObjectNotFound

@@ -134,6 +134,11 @@ class LocalStore(ObjectStore):
                     keys.append(key.replace(os.sep, "/"))
         return sorted(keys)
 
+    def probe(self) -> None:
+        if not self.root.is_dir():
+            raise StoreError(f"{self.description}: the directory does not exist (a wrong path, or its volume is "
+                             "not mounted); nothing can have been published there")
+
     def delete(self, key: str) -> None:
         try:
             self._path(key).unlink(missing_ok=True)

@@ -199,6 +199,17 @@ class S3Store(ObjectStore):
             raise self._error("listing", prefix or "/", e) from e
         return sorted(k for k in keys if not k.endswith("/"))
 
+    def probe(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as e:
+            if _code(e) in _NOT_FOUND or _code(e) == "NoSuchBucket":
+                raise StoreError(f"{self.description}: bucket {self.bucket} does not exist (a wrong bucket name, or "
+                                 "nothing was ever published to this region)") from e
+            raise self._error("checking bucket", self.bucket, e) from e
+        except BotoCoreError as e:
+            raise self._error("checking bucket", self.bucket, e) from e
+
     def delete(self, key: str) -> None:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))

@@ -59,15 +59,20 @@ def test_models_list_is_empty_json_on_a_fresh_home(tmp_path):
     assert json.loads(r.stdout) == []
 
 
-def test_regions_status_flags_unsynced_regions_and_exits_7(tmp_path):
+def test_regions_status_flags_unsynced_regions_and_missing_stores_and_exits_7(tmp_path):
+    (tmp_path / "home" / "stores" / "us-east").mkdir(parents=True)  # an empty store; the others do not exist
     r = run(["regions", "status", "--json"], tmp_path / "home", EBMOPS_SERVING__BASE_PORT="1")
     assert r.returncode == 7, r.stderr
     out = json.loads(r.stdout)
     assert out["consistent"] is False
     assert set(out["regions"]) == {"us-east", "eu-west", "ap-south"}
-    for row in out["regions"].values():
-        assert any("no desired state" in i for i in row["issues"])
-        assert any("unreachable" in i for i in row["issues"])
+    for region, row in out["regions"].items():
+        if region == "us-east":
+            assert any(i.startswith("no desired state: nothing was synced") for i in row["issues"]), row
+        else:
+            assert any(i.startswith("store unreachable") and "does not exist" in i for i in row["issues"]), row
+            assert not any("nothing was synced" in i for i in row["issues"])
+        assert any("node unreachable" in i for i in row["issues"])
 
 
 @pytest.mark.slow

@@ -35,6 +35,7 @@ import pytest
 import yaml
 
 from ebmops.core.settings import load_settings
+from ebmops.services.authority import os_login
 from ebmops.tools.replay import Replayer, drifted_slice
 from ebmops.tools.stack import port_free
 from tests.actions import clean_env, run_job
@@ -113,7 +114,8 @@ def stack(tmp_path_factory, data_home, kdd99):
         "EBMOPS_SYNC__SIGNING_KEY": "d" * 40,
         # short plans so the module finishes in minutes; the worker inherits these from `ebmops up`
         "EBMOPS_ROLLOUT__STEPS": "[0.5, 1.0]", "EBMOPS_ROLLOUT__HOTFIX__BAKE_S": "3",
-        "EBMOPS_ROLLOUT__ONCALL_ROSTER": f'["oncall", "{APPROVER}"]',
+        # this test's OS login too: it authorises the by-hand sync below as itself
+        "EBMOPS_ROLLOUT__ONCALL_ROSTER": json.dumps(["oncall", APPROVER, os_login()]),
         "EBMOPS_SERVING__POLL_INTERVAL_S": "30", "COLUMNS": "200"})
     args = ["--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port)]
     t0 = time.monotonic()
@@ -279,8 +281,13 @@ def test_every_deployment_runs_to_completion_through_the_worker(stack):
         v3 = served["eu-west"]
         assert v3 not in (v1, v2) and served["us-east"] == served["ap-south"] == v2
 
-        # someone pins ap-south to v1 by hand; the daily reconcile puts back what the registry says
-        _deployment_run(stack, "sync", f'version="{v1}"', 'regions=["ap-south"]', "wait_s=60")
+        # someone pins ap-south to v1 by hand (not its approved version: a roster member's signed override);
+        # the daily reconcile puts back what the registry says
+        token = _ebmops(["operator", "authorize", "sync", v1, "--region", "ap-south", "--comment", "pin for a test"],
+                        stack["env"], stack["root"])
+        assert token.returncode == 0, token.stderr
+        _deployment_run(stack, "sync", f'version="{v1}"', 'regions=["ap-south"]', "wait_s=60",
+                        f"override={token.stdout.strip()}")
         assert _serves(stack)["ap-south"] == v1
         _deployment_run(stack, "sync-daily", "wait_s=60")
         assert _serves(stack) == {"us-east": v2, "eu-west": v3, "ap-south": v2}

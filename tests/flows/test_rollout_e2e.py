@@ -31,6 +31,25 @@ def _cli(env, *args, timeout=600, check=True):
     return r
 
 
+def _keypair() -> tuple[str, str]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    k = Ed25519PrivateKey.generate()
+    return (k.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                            serialization.NoEncryption()).hex(),
+            k.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex())
+
+
+# Operators prove who they are with Ed25519 keys (rollout.operator_keys); mallory has a key, not a roster seat.
+KEYS = {name: _keypair() for name in ("oncall", "alice", "ci", "mallory")}
+
+
+def as_(env, name: str) -> dict:
+    """``env`` of a process whose operator is ``name`` (it holds that person's private key)."""
+    return {**env, "EBMOPS_OPERATOR__KEY": KEYS[name][0]}
+
+
 def _wait(pred, timeout=180, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -57,7 +76,8 @@ def stack(tmp_path_factory, data_home, kdd99):
         env = {**os.environ, "EBMOPS_HOME": str(home), "PREFECT_API_URL": api,
                "EBMOPS_SYNC__SIGNING_KEY": "r" * 40, "EBMOPS_SERVING__BASE_PORT": str(free_port_run(3)),
                "EBMOPS_SERVING__POLL_INTERVAL_S": "30", "EBMOPS_ROLLOUT__STEPS": "[0.5, 1.0]",
-               "EBMOPS_ROLLOUT__BAKE_S": "3", "EBMOPS_ROLLOUT__ONCALL_ROSTER": '["oncall", "alice"]',
+               "EBMOPS_ROLLOUT__BAKE_S": "3", "EBMOPS_ROLLOUT__ONCALL_ROSTER": '["oncall", "alice", "ci"]',
+               "EBMOPS_ROLLOUT__OPERATOR_KEYS": json.dumps({n: pub for n, (_, pub) in KEYS.items()}),
                "EBMOPS_ROLLOUT__APPROVAL_TIMEOUT_S": "300", "COLUMNS": "200",
                # 3 s bakes hold about 60 requests per side: too few for the power rule's +1 point of errors, so
                # every step would wait for a human. The rule has its own tests; the silent-canary test turns it on.
@@ -67,7 +87,8 @@ def stack(tmp_path_factory, data_home, kdd99):
             settings = load_settings()
             v1 = json.loads(_cli(env, "train", "--epochs", "2", "--no-gate", "--json").stdout)["version"]
             ModelRegistry.from_settings(settings).set_alias("champion", v1)
-            _cli(env, "sync", v1, "--wait", "0")
+            # v1 was not gated: publishing it needs a roster member's override (audited)
+            _cli(as_(env, "oncall"), "sync", v1, "--wait", "0", "--override", "--comment", "baseline of the tests")
             v2 = json.loads(_cli(env, "train", "--epochs", "2", "--seed", "1", "--json").stdout)["version"]
             env_bad = {**env, "EBMOPS_TRAINING__THRESHOLD_QUANTILE": "0.05"}
             v3 = json.loads(_cli(env_bad, "train", "--epochs", "1", "--seed", "2", "--no-gate",
@@ -89,7 +110,7 @@ def test_rollout_with_prefect_approval_kill_and_resume(stack):
     log_path = settings.home / "rollout-process.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen([sys.executable, "-m", "ebmops.cli.main", "rollout", "start", v2, "--as", "ci"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            env=as_(env, "ci"), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
 
     def phase(region):
@@ -105,11 +126,11 @@ def test_rollout_with_prefect_approval_kill_and_resume(stack):
         assert phase("us-east") == "awaiting_approval", log_path.read_text()[-4000:]
 
         # a second rollout of the same model is refused with the id of the first
-        second = _cli(env, "rollout", "start", v2, check=False)
+        second = _cli(as_(env, "ci"), "rollout", "start", v2, check=False)
         assert second.returncode == 10 and rid in second.stderr
 
         # a name off the roster is refused and recorded; the rollout keeps waiting
-        refused = _cli(env, "approve", rid, "--as", "mallory", check=False)
+        refused = _cli(as_(env, "mallory"), "approve", rid, "--as", "mallory", check=False)
         assert refused.returncode == 11 and "roster" in refused.stderr
         assert store.get_rollout(rid).region("us-east").phase == "awaiting_approval"
 
@@ -118,14 +139,14 @@ def test_rollout_with_prefect_approval_kill_and_resume(stack):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         log = open(log_path, "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "ebmops.cli.main", "rollout", "resume", rid], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "ebmops.cli.main", "rollout", "resume", rid], env=as_(env, "ci"),
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         _wait(lambda: _paused(env) >= 2, timeout=90, what="the resumed flow run to pause")
         assert phase("us-east") == "awaiting_approval"
 
         # a roster member approves through the Prefect API, from this other process
-        ok = _cli(env, "approve", rid, "--as", "oncall", "--comment", "latency and energies look fine", "--json")
+        ok = _cli(as_(env, "oncall"), "approve", rid, "--as", "oncall", "--comment", "latency and energies look fine", "--json")
         assert json.loads(ok.stdout)["via"] == "prefect"
         _wait(lambda: store.get_rollout(rid).region("eu-west").phase in ("progressing", "analysing"),
               what="eu-west to start")
@@ -138,7 +159,7 @@ def test_rollout_with_prefect_approval_kill_and_resume(stack):
     assert killed.active and killed.region("us-east").phase == "promoted"
 
     # resume from the saved state; the remaining waves are approved as a roster member
-    out = json.loads(_cli(env, "rollout", "resume", rid, "--auto-approve", "--as", "alice", "--json").stdout)
+    out = json.loads(_cli(as_(env, "alice"), "rollout", "resume", rid, "--auto-approve", "--as", "alice", "--json").stdout)
     assert out["phase"] == "promoted", out
     assert [r["phase"] for r in out["regions"]] == ["promoted"] * 3
     steps = [e for e in store.list_audit(limit=1000) if e.kind == "rollout_step" and e.payload.get("rollout") == rid
@@ -181,7 +202,7 @@ def test_a_bad_candidate_is_rolled_back_automatically_then_manual_rollbacks(stac
 
     env, settings, v1, v2, v3 = stack["env"], stack["settings"], stack["v1"], stack["v2"], stack["v3"]
     store = open_store(settings)
-    bad = _cli(env, "rollout", "start", v3, "--auto-approve", "--as", "oncall", "--json", check=False)
+    bad = _cli(as_(env, "oncall"), "rollout", "start", v3, "--auto-approve", "--json", check=False)
     assert bad.returncode == 12, bad.stderr
     out = json.loads(bad.stdout)
     assert out["phase"] == "rolled_back"
@@ -193,13 +214,13 @@ def test_a_bad_candidate_is_rolled_back_automatically_then_manual_rollbacks(stac
     assert status["regions"]["us-east"]["served_canary"] is None
 
     # one region back to the version before the last promotion, then all of them
-    one = json.loads(_cli(env, "rollback", settings.registry.model_name, "--region", "eu-west", "--as", "oncall",
+    one = json.loads(_cli(as_(env, "oncall"), "rollback", settings.registry.model_name, "--region", "eu-west",
                           "--comment", "customer report", "--json").stdout)
     assert one["regions"] == {"eu-west": v1}
     status = json.loads(_cli(env, "regions", "status", "--json", check=False).stdout)
     assert status["regions"]["eu-west"]["served_stable"] == v1
     assert not status["consistent"]  # regions now disagree on the stable version, and status says so
-    every = json.loads(_cli(env, "rollback", settings.registry.model_name, "--all", "--as", "oncall",
+    every = json.loads(_cli(as_(env, "oncall"), "rollback", settings.registry.model_name, "--all", "--as", "oncall",
                             "--json").stdout)
     assert every["regions"] == {r: v1 for r in settings.data.regions}
     status = json.loads(_cli(env, "regions", "status", "--json").stdout)
@@ -215,7 +236,7 @@ def test_a_bad_candidate_is_rolled_back_automatically_then_manual_rollbacks(stac
 def test_an_approval_nobody_gives_times_out_and_rolls_the_wave_back(stack):
     env, settings, v1, v2 = stack["env"], stack["settings"], stack["v1"], stack["v2"]
     store = open_store(settings)
-    short = {**env, "EBMOPS_ROLLOUT__APPROVAL_TIMEOUT_S": "8"}
+    short = {**as_(env, "ci"), "EBMOPS_ROLLOUT__APPROVAL_TIMEOUT_S": "8"}
     r = _cli(short, "rollout", "start", v2, "--region", "us-east", "--json", check=False)
     assert r.returncode == 12, r.stderr[-3000:]
     out = json.loads(r.stdout)
@@ -255,8 +276,8 @@ def test_a_silent_candidate_is_rolled_back_in_the_first_region(stack, tmp_path, 
     silent = _silenced_copy(settings, v2, tmp_path, x)
     stable = json.loads(_cli(env, "regions", "status", "--json").stdout)["regions"]["us-east"]["served_stable"]
     # with the power rule on: a failure it sees outranks the errors it cannot judge in a 3 s window
-    r = _cli({**env, "EBMOPS_ROLLOUT__ANALYSIS__POWER": "0.8"}, "rollout", "start", silent, "--auto-approve",
-             "--as", "oncall", "--json", check=False)
+    r = _cli({**as_(env, "oncall"), "EBMOPS_ROLLOUT__ANALYSIS__POWER": "0.8"}, "rollout", "start", silent,
+             "--auto-approve", "--as", "oncall", "--json", check=False)
     assert r.returncode == 12, r.stderr[-3000:]
     out = json.loads(r.stdout)
     first = out["regions"][0]
@@ -275,3 +296,37 @@ def test_a_silent_candidate_is_rolled_back_in_the_first_region(stack, tmp_path, 
     assert status["regions"]["us-east"]["served_canary"] is None
     shown = json.loads(_cli(env, "rollout", "status", out["id"], "--json").stdout)
     assert shown["regions"][0]["power"]  # the power line of the failed analysis is shown
+
+
+def test_only_roster_members_change_production_and_a_refusal_leaves_nothing(stack):
+    from ebmops.core.state.audit import verify
+
+    env, settings, v1, v3 = stack["env"], stack["settings"], stack["v1"], stack["v3"]
+    model = settings.registry.model_name
+    store = open_store(settings)
+    before = json.loads(_cli(env, "regions", "status", "--json", check=False).stdout)["regions"]
+    n_rollouts = len(store.list_rollouts(model_name=model, limit=500))
+
+    # mallory holds a valid key but no roster seat: refused before anything is created or written
+    r = _cli(as_(env, "mallory"), "rollout", "start", stack["v2"], "--auto-approve", "--json", check=False)
+    assert r.returncode == 11 and "not on the on-call roster" in r.stderr, r.stderr
+    assert store.active_rollout(model) is None and len(store.list_rollouts(model_name=model, limit=500)) == n_rollouts
+    r = _cli(as_(env, "mallory"), "rollback", model, "--all", check=False)
+    assert r.returncode == 11, r.stderr
+    r = _cli(as_(env, "mallory"), "sync", v1, "--override", "--comment", "trust me", check=False)
+    assert r.returncode == 11, r.stderr
+    # --as cannot name someone else; without a key nobody acts at all
+    r = _cli(as_(env, "oncall"), "rollback", model, "--region", "eu-west", "--as", "alice", check=False)
+    assert r.returncode == 11 and "cannot name someone else" in r.stderr, r.stderr
+    r = _cli(env, "rollback", model, "--region", "eu-west", check=False)
+    assert r.returncode == 2 and "EBMOPS_OPERATOR__KEY" in r.stderr, r.stderr
+    # a roster member still cannot publish an unapproved, ungated version without an override
+    r = _cli(as_(env, "oncall"), "sync", v3, "--wait", "0", check=False)
+    assert r.returncode == 18 and "nothing was published" in r.stderr, r.stderr
+
+    after = json.loads(_cli(env, "regions", "status", "--json", check=False).stdout)["regions"]
+    assert {r: (row["desired_stable"], row["desired_generation"], row["served_stable"]) for r, row in after.items()} \
+        == {r: (row["desired_stable"], row["desired_generation"], row["served_stable"]) for r, row in before.items()}
+    refusals = [e for e in store.list_audit(limit=100) if e.kind == "refusal"]
+    assert {e.actor for e in refusals} == {"mallory"} and len(refusals) >= 3
+    assert verify(store).ok

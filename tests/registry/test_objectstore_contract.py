@@ -197,3 +197,18 @@ def test_s3_stores_share_one_client_per_endpoint_and_credentials(seaweedfs):
     assert a.client is b.client
     other = s3_store(seaweedfs, max_attempts=1)  # other client settings: another client
     assert other.client is not a.client
+
+
+def test_probe_tells_a_missing_store_from_an_empty_one(objstore, request, tmp_path):
+    from tests.registry.sync_fixtures import make_store
+
+    objstore.put_bytes("k", b"1")
+    objstore.probe()  # exists and answers: no error
+    if isinstance(objstore, LocalStore):
+        missing = LocalStore(tmp_path / "not-mounted")
+    else:
+        missing = make_store("s3", request, tmp_path, bucket=f"absent-{uuid.uuid4().hex[:8]}")
+    assert missing.list("") == []  # an absent store lists as empty: only probe tells them apart
+    with pytest.raises(StoreError) as err:
+        missing.probe()
+    assert "does not exist" in str(err.value)

@@ -66,7 +66,7 @@ class StateStore(Protocol):
 
 GENESIS_HASH = "0" * 64
 AUDIT_KINDS = frozenset({"registration", "gate", "sync", "rollout_step", "analysis", "approval", "rejection",
-                         "promotion", "rollback", "drift_breach", "hotfix"})
+                         "promotion", "rollback", "drift_breach", "hotfix", "refusal"})
 _PG_LOCK_KEY = 0x0EB30A0D17  # pg_advisory_xact_lock key of audit appends
 _RETRIES = 20
 
