@@ -21,7 +21,8 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -52,16 +53,19 @@ def stack(tmp_path_factory, data_home, kdd99):
     home = root / "home"
     (home / "data").mkdir(parents=True)
     (home / "data" / "kdd99.parquet").symlink_to(load_settings(home=data_home).data_dir / "kdd99.parquet")
-    with prefect_server_process() as api:
-        env = {**os.environ, "EBMOPS_HOME": str(home), "PREFECT_API_URL": api, "COLUMNS": "200",
+    with ExitStack() as stack_, ThreadPoolExecutor(1) as pool:
+        server = prefect_server_process()  # starts (7-19 s) while the model trains
+        starting = pool.submit(server.__enter__)
+        stack_.callback(lambda: starting.result() and server.__exit__(None, None, None))
+        env = {**os.environ, "EBMOPS_HOME": str(home), "COLUMNS": "200",
                "EBMOPS_SYNC__SIGNING_KEY": "k" * 40, "EBMOPS_SERVING__BASE_PORT": str(free_port_run(2)),
                "EBMOPS_DATA__REGIONS": json.dumps(REGIONS), "EBMOPS_SERVING__POLL_INTERVAL_S": "30",
                "EBMOPS_TRAINING__EPOCHS": "1", "EBMOPS_TRAINING__HIDDEN": "[32, 32]",
-               "EBMOPS_ROLLOUT__STEPS": "[0.5, 1.0]", "EBMOPS_ROLLOUT__BAKE_S": "2",
+               "EBMOPS_ROLLOUT__STEPS": "[0.5, 1.0]", "EBMOPS_ROLLOUT__BAKE_S": "1.5",
                "EBMOPS_ROLLOUT__APPROVALS": "state-store", "EBMOPS_ROLLOUT__ONCALL_ROSTER": '["oncall"]',
                "EBMOPS_ROLLOUT__APPROVAL_TIMEOUT_S": "300", "EBMOPS_ROLLOUT__LEASE_TTL_S": str(LEASE_TTL_S),
-               "EBMOPS_ROLLOUT__LEASE_WAIT_S": "30",
-               # 2 s bakes hold too few requests for the power rule's +1 point of errors (see test_rollout_e2e)
+               "EBMOPS_ROLLOUT__LEASE_WAIT_S": "30", "EBMOPS_ROLLOUT__ANALYSIS__MIN_SAMPLES": "20",
+               # 1.5 s bakes hold too few requests for the power rule's +1 point of errors (see test_rollout_e2e)
                "EBMOPS_ROLLOUT__ANALYSIS__POWER": "0"}
         env.pop("EBMOPS_CONFIG", None)
         with env_overrides({k: v for k, v in env.items() if k.startswith("EBMOPS_")}):
@@ -76,6 +80,7 @@ def stack(tmp_path_factory, data_home, kdd99):
             ModelRegistry.from_settings(settings).set_alias("champion", v1)
             sync_steps.publish(settings, prepare(settings, v1), REGIONS)
             x = kdd99.features_array(kdd99.frame[kdd99.frame["label"] == 0])
+            env["PREFECT_API_URL"] = starting.result()
             with start_nodes(settings, wait_ready=True) as nodes:
                 with Replayer({r: n.url for r, n in nodes.nodes.items()}, x, batch=32, rate=40) as replay:
                     yield {"env": env, "settings": settings, "v1": v1, "v2": v2, "nodes": nodes, "replay": replay,
@@ -185,6 +190,16 @@ def analyses_of(stack, rid: str) -> list[tuple]:
             if e.kind == "analysis" and e.payload.get("rollout") == rid]
 
 
+def decide(stack, rid: str, *, approve: bool) -> None:
+    """What `ebmops approve|reject ID --as oncall` does (without a paused Prefect run to resume: the
+    decision goes to the state store, where the driver waits for it); the CLI has its own e2e test."""
+    from ebmops.services.rollout import decide as decide_
+
+    assert "PREFECT_API_URL" not in os.environ
+    out = decide_(stack["settings"], stack["store"], rid, approve=approve, actor="oncall")
+    assert out["via"] == "state-store"
+
+
 def steps_of(stack, rid: str) -> list[tuple]:
     return [(e.region, e.payload["step"]) for e in stack["store"].list_audit(limit=5000)
             if e.kind == "rollout_step" and e.payload.get("rollout") == rid and "step" in e.payload]
@@ -220,9 +235,7 @@ def test_a_rollout_killed_in_every_phase_resumes_to_what_the_nodes_serve(stack):
     with frozen(stack, "us-east"):
         d = Driver(stack, "rollout", "resume", rid)
         wait_for(lambda: driven_by(stack, rid, d), "the resumed driver", driver=d)
-        ok = subprocess.run([sys.executable, "-m", "ebmops.cli.main", "approve", rid, "--as", "oncall"],
-                            env=stack["env"], capture_output=True, text=True, timeout=120)
-        assert ok.returncode == 0, ok.stdout + ok.stderr
+        decide(stack, rid, approve=True)
         kill_in(stack, d, rid, "us-east", "promoting", lambda: desired(stack, "us-east") == (v2, None, 0.0))
     # rolling_back: the resumed driver promotes us-east and takes eu-west to its approval, which is
     # rejected; killed once the stable-only desired state is written, before the (frozen) node applied it
@@ -231,9 +244,7 @@ def test_a_rollout_killed_in_every_phase_resumes_to_what_the_nodes_serve(stack):
              driver=d)
     assert region_of(stack, rid, "us-east").phase == "promoted"
     with frozen(stack, "eu-west"):
-        no = subprocess.run([sys.executable, "-m", "ebmops.cli.main", "reject", rid, "--as", "oncall", "--comment",
-                             "not in eu-west"], env=stack["env"], capture_output=True, text=True, timeout=120)
-        assert no.returncode == 0, no.stdout + no.stderr
+        decide(stack, rid, approve=False)
         kill_in(stack, d, rid, "eu-west", "rolling_back", lambda: desired(stack, "eu-west") == (v1, None, 0.0))
     # the rest in one more process: eu-west back on v1, the rollout rolled back (exit 12: not promoted)
     d = Driver(stack, "rollout", "resume", rid)
@@ -274,23 +285,33 @@ def test_one_driver_per_rollout_a_second_is_refused_and_a_paused_one_is_fenced(s
     assert f"pid {first.pid}" in out and lease.host in out and "until" in out and "waited 2 s" in out
     assert first.alive() and store.get_lease(rid).pid == first.pid
 
-    # the first is paused past its lease (SIGSTOP); a third takes over once the lease expired and, with the
-    # node frozen, waits in promoting; the first, continued, finds its lease gone and writes nothing
-    os.killpg(first.pid, signal.SIGSTOP)
+    # the first is paused past its lease (SIGSTOP); a third takes over once the lease expired, approves and,
+    # with the node frozen, hangs in promoting, where it is paused too; the first, continued, finds its
+    # lease gone: its next write is refused, it exits and has changed nothing
+    paused = [first]
     try:
+        os.killpg(first.pid, signal.SIGSTOP)
         with frozen(stack, "us-east"):
             third = Driver(stack, "rollout", "resume", rid, "--auto-approve", "--as", "oncall")
             wait_for(lambda: driven_by(stack, rid, third) and region_of(stack, rid, "us-east").phase == "promoting",
                      "the third driver in promoting", driver=third)
+            os.killpg(third.pid, signal.SIGSTOP)
+            paused.append(third)
             assert store.get_lease(rid).token > lease.token
-            n_audit = len(store.list_audit(limit=5000))
+            seen = (store.get_rollout(rid), store.list_decisions(rid), len(store.list_audit(limit=5000)),
+                    desired(stack, "us-east"))
             os.killpg(first.pid, signal.SIGCONT)
+            paused.remove(first)
             assert first.wait() == 17, first.output()[-4000:]
-            assert "lost its lease" in first.output()
-            assert len(store.list_audit(limit=5000)) == n_audit  # nothing written by the stale driver
+            assert "lost its lease" in first.output() and f"pid {third.pid} took it over" in first.output()
+            assert (store.get_rollout(rid), store.list_decisions(rid), len(store.list_audit(limit=5000)),
+                    desired(stack, "us-east")) == seen  # nothing written by the stale driver
+            os.killpg(third.pid, signal.SIGCONT)
+            paused.remove(third)
     finally:
-        if first.alive():
-            os.killpg(first.pid, signal.SIGCONT)
+        for d in paused:
+            if d.alive():
+                os.killpg(d.pid, signal.SIGCONT)
     assert third.wait() == 0, third.output()[-4000:]
     ro = store.get_rollout(rid)
     assert ro.phase == "promoted" and served(stack, "us-east") == (version, None)
