@@ -275,8 +275,10 @@ def test_one_driver_per_rollout_a_second_is_refused_and_a_paused_one_is_fenced(s
     rid = wait_for(lambda: (ro := store.active_rollout(model)) and ro.id, "the rollout", driver=first)
     wait_for(lambda: region_of(stack, rid, "us-east").phase == "awaiting_approval", "the approval request",
              driver=first)
+    from ebmops.services.rollout import status
+
     lease = store.get_lease(rid)
-    assert lease.pid == first.pid
+    assert lease.pid == first.pid and status(store, rid)["driver"]["pid"] == first.pid  # `rollout status` shows it
 
     # a second driver of the same rollout waits (here 2 s), then exits naming the first
     second = Driver(stack, "rollout", "resume", rid, env={"EBMOPS_ROLLOUT__LEASE_WAIT_S": "2"})
