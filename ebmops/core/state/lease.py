@@ -40,13 +40,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, ContextManager, Iterator, Protocol
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ebmops.core.errors import EbmopsError, LeaseLost, RolloutLeaseHeld
 from ebmops.core.state.models import RolloutLeaseRow, RolloutRow
 
 log = logging.getLogger(__name__)
+
+_LOCK_TIMEOUT_MS = 2000
 
 
 class StateStore(Protocol):
@@ -129,15 +131,27 @@ def acquire(store: StateStore, rollout_id: str, *, ttl_s: float, now: datetime |
         t = now or _utcnow()
         values = dict(holder=holder, host=host, pid=pid, acquired_at=t, renewed_at=t,
                       expires_at=t + timedelta(seconds=ttl_s))
-        with store.session() as s:
-            res = s.execute(update(RolloutLeaseRow)
-                            .where(RolloutLeaseRow.rollout_id == rollout_id, RolloutLeaseRow.expires_at <= t)
-                            .values(token=RolloutLeaseRow.token + 1, **values)
-                            .execution_options(synchronize_session=False))
-            if res.rowcount == 1:
-                token = s.execute(select(RolloutLeaseRow.token)
-                                  .where(RolloutLeaseRow.rollout_id == rollout_id)).scalar_one()
-                return Lease(rollout_id, int(token), holder, host, pid, float(ttl_s), values["expires_at"])
+        try:
+            with store.session() as s:
+                if store.engine.dialect.name == "postgresql":
+                    # the holder's renewal may hold the row (or be frozen holding it): report it as held, and
+                    # let the caller wait, instead of blocking here without end
+                    s.execute(text(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT_MS}ms'"))
+                res = s.execute(update(RolloutLeaseRow)
+                                .where(RolloutLeaseRow.rollout_id == rollout_id, RolloutLeaseRow.expires_at <= t)
+                                .values(token=RolloutLeaseRow.token + 1, **values)
+                                .execution_options(synchronize_session=False))
+                if res.rowcount == 1:
+                    token = s.execute(select(RolloutLeaseRow.token)
+                                      .where(RolloutLeaseRow.rollout_id == rollout_id)).scalar_one()
+                    return Lease(rollout_id, int(token), holder, host, pid, float(ttl_s), values["expires_at"])
+        except OperationalError as e:  # a lock timeout (PostgreSQL) or a busy database (SQLite): held now
+            rec = current(store, rollout_id)
+            if rec is None:
+                raise
+            log.info("the lease of rollout %s is being written by its holder (%s); counting it as held", rollout_id,
+                     str(e).splitlines()[0])
+            raise _held(rollout_id, rec) from None
         try:
             with store.session() as s:
                 if s.get(RolloutRow, rollout_id) is None:

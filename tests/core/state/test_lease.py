@@ -164,3 +164,24 @@ def test_the_holder_renews_while_it_drives(store, rid):
         assert rec.token == lease.token and rec.expires_at > lease.expires_at
         with pytest.raises(RolloutLeaseHeld):
             acquire(store, rid, ttl_s=1.5)
+
+
+def test_a_renewal_in_flight_counts_as_held_instead_of_blocking_the_next_driver(store, rid):
+    """PostgreSQL: a holder frozen inside its renewal keeps the lease row locked; a driver trying to take the
+    lease over gets ``RolloutLeaseHeld`` after the lock timeout (and may wait and retry), not a hang."""
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no row locks: a writer frozen mid-transaction holds the whole database "
+                    "(busy_timeout, 30 s)")
+    from sqlalchemy import text
+
+    held = acquire(store, rid, ttl_s=30, now=at(0))
+    with store.engine.connect() as frozen_holder:
+        tx = frozen_holder.begin()
+        frozen_holder.execute(text("UPDATE rollout_leases SET renewed_at = renewed_at WHERE rollout_id = :r"),
+                              {"r": rid})
+        t = time.monotonic()
+        with pytest.raises(RolloutLeaseHeld) as e:
+            acquire(store, rid, ttl_s=30, now=at(60))  # expired by the clock, but its renewal is in flight
+        assert time.monotonic() - t < 20 and e.value.token == held.token
+        tx.rollback()
+    assert acquire(store, rid, ttl_s=30, now=at(60)).token == held.token + 1
