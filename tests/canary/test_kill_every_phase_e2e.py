@@ -215,7 +215,6 @@ def test_a_rollout_killed_in_every_phase_resumes_to_what_the_nodes_serve(stack):
     store, v1, v2 = stack["store"], stack["v1"], stack["v2"]
     stack["killed"] = []
     model = stack["settings"].registry.model_name
-    t0 = time.monotonic()
 
     # pending: the canary's desired state is written, the node (frozen) has not applied it yet
     with frozen(stack, "us-east"):
@@ -266,7 +265,6 @@ def test_a_rollout_killed_in_every_phase_resumes_to_what_the_nodes_serve(stack):
     assert [(x.kind, x.actor, x.region) for x in store.list_decisions(rid)] == [
         ("approve", "oncall", "us-east"), ("reject", "oncall", "eu-west")]
     audit_verify(stack)
-    print(f"kill-every-phase: {time.monotonic() - t0:.1f} s")
 
 
 def test_one_driver_per_rollout_a_second_is_refused_and_a_paused_one_is_fenced(stack):
