@@ -15,9 +15,11 @@ rollout_app = typer.Typer(no_args_is_help=True, help="Canary rollouts region by 
 
 def _print_status(out: dict) -> None:
     rows = [{**r, "failed": ", ".join(r["failed"]) or None} for r in out["regions"]]
+    d = out.get("driver")
+    driven = f", driven by {d['host']} pid {d['pid']} (lease until {d['lease_expires_at'][11:19]} UTC)" if d else ""
     print_table(rows, ["region", "wave", "phase", "step", "weight", "verdict", "power", "failed", "waits_for",
                        "message"],
-                title=f"rollout {out['id']}: {out['model']} v{out['version']} ({out['kind']}) - {out['phase']}")
+                title=f"rollout {out['id']}: {out['model']} v{out['version']} ({out['kind']}) - {out['phase']}{driven}")
     if out["decisions"]:
         print_table(out["decisions"], ["when", "region", "kind", "actor", "accepted", "comment", "refusal"],
                     title="decisions")

@@ -26,6 +26,7 @@ EXIT_CODES: dict[int, str] = {
     14: "a hotfix stopped before serving a new version",
     15: "refused in the current state: the message says what must happen first",
     16: "the local stack already runs, or a port it needs is taken",
+    17: "another process drives that rollout; the message names its host, pid and when its lease expires",
     18: "a version that is not the region's approved one, or not gate-passed, needs a roster member's override",
 }
 
@@ -266,6 +267,31 @@ class RolloutRefused(EbmopsError):
 
     exit_code = 15
     fix = "do what the message says must happen first (e.g. sync a stable version), then run it again"
+
+
+class RolloutLeaseHeld(EbmopsError):
+    """Another process drives the rollout (holds its lease); ``host``, ``pid`` and ``expires_at`` name it."""
+
+    exit_code = 17
+    fix = ("let that process finish (`ebmops rollout status ID`), or stop it: once its lease expires "
+           "(rollout.lease_ttl_s) `ebmops rollout resume ID` takes over")
+
+    def __init__(self, message: str, *, rollout_id: str, host: str | None = None, pid: int | None = None,
+                 expires_at=None, token: int | None = None):
+        super().__init__(message)
+        self.rollout_id = rollout_id
+        self.host = host
+        self.pid = pid
+        self.expires_at = expires_at
+        self.token = token
+
+
+class LeaseLost(RolloutLeaseHeld):
+    """This process lost its lease on the rollout (it was paused or cut off past the lease's expiry and
+    another driver took over); the write it tried was refused, so it stopped without changing anything."""
+
+    fix = ("nothing to repair: the driver named in the message continues the rollout; watch it with "
+           "`ebmops rollout status ID`")
 
 
 class StackError(EbmopsError):

@@ -574,6 +574,14 @@ class RolloutSettings(BaseModel):
                                                       "name. When set, a CLI command that changes production acts as "
                                                       "the member whose public key matches operator.key, not as the OS "
                                                       "user. Create a pair with `ebmops operator keygen`.")
+    lease_ttl_s: float = Field(default=30.0, ge=1.0,
+                               description="Seconds a rollout driver's lease lasts without renewal (renewed every "
+                                           "third of it while the process drives): one process drives a rollout; "
+                                           "after a crash or kill the next `ebmops rollout resume` takes over once "
+                                           "the lease has expired.")
+    lease_wait_s: float = Field(default=60.0, ge=0.0,
+                                description="Seconds a second driver of the same rollout waits for its lease before "
+                                            "it exits (exit 17) naming the process that holds it.")
     analysis: CanaryAnalysisSettings = Field(default_factory=CanaryAnalysisSettings,
                                              description="The canary judge's thresholds and metric configuration.")
     hotfix: HotfixPlanSettings = Field(default_factory=HotfixPlanSettings,
