@@ -49,8 +49,9 @@ def start(version: str = typer.Argument("@candidate", help="Version number or @a
     from flows.rollout import rollout as rollout_flow
 
     plan_for(s, hotfix=hotfix, regions=region, bake_s=bake)  # a bad plan fails before a flow run starts
-    out = rollout_flow(version=version, regions=region or None, bake_s=bake, hotfix=hotfix,
-                       auto_approve_as=as_ if auto_approve else None, created_by=as_ or "ebmops-cli")
+    with context.flow_server():
+        out = rollout_flow(version=version, regions=region or None, bake_s=bake, hotfix=hotfix,
+                           auto_approve_as=as_ if auto_approve else None, created_by=as_ or "ebmops-cli")
     _finish(out, json_out)
 
 
@@ -63,7 +64,8 @@ def resume(rollout_id: str = typer.Argument(..., help="Rollout id (see `ebmops r
     context.settings()
     from flows.rollout import rollout as rollout_flow
 
-    out = rollout_flow(rollout_id=rollout_id, auto_approve_as=as_ if auto_approve else None)
+    with context.flow_server():
+        out = rollout_flow(rollout_id=rollout_id, auto_approve_as=as_ if auto_approve else None)
     _finish(out, json_out)
 
 

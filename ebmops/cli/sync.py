@@ -28,7 +28,8 @@ def sync(version: str = typer.Argument(None, help="Version number or @alias (def
     from flows.sync import sync as sync_flow
 
     check_regions(s, region)  # a bad --region fails before a flow run starts
-    out = sync_flow(version=version, regions=region or None, wait_s=wait, reason=reason, reconcile=reconcile)
+    with context.flow_server():
+        out = sync_flow(version=version, regions=region or None, wait_s=wait, reason=reason, reconcile=reconcile)
     if json_out:
         print_json(out)
         return

@@ -573,6 +573,40 @@ class RolloutSettings(BaseModel):
         return check_steps(v)
 
 
+class OrchestrationSettings(BaseModel):
+    """Where CLI flows run: which Prefect server, and which Dask cluster runs partitioned work."""
+
+    prefect_api_url: str | None = Field(
+        default=None,
+        description="Prefect API (http://host:4200/api) CLI flows report to. Unset: PREFECT_API_URL or Prefect's "
+                    "profile when they name one, else the running `ebmops up` stack, else a temporary server that "
+                    "the command starts and that stops with it.")
+    use_stack: bool = Field(default=True,
+                            description="Use the Prefect server of a running `ebmops up` stack (<home>/stack) when "
+                                        "no server is named.")
+    temporary_server_timeout_s: float = Field(default=90.0, gt=0,
+                                              description="Time limit for a temporary Prefect server to become "
+                                                          "healthy (a fresh database needed 21 s once).")
+    dask_address: str | None = Field(
+        default=None,
+        description="Dask scheduler address (tcp://host:8786) the score flow runs its partitions on, through "
+                    "prefect-dask; unset: Prefect's thread pool in the flow's process.")
+
+
+class ScoreSettings(BaseModel):
+    """Batch scoring (`ebmops score`, the score flow)."""
+
+    batch_rows: int = Field(default=65536, ge=1,
+                            description="Events scored per TorchScript call; bounds the memory of one partition "
+                                        "task together with the reader's batch size.")
+    max_workers: int = Field(default=2, ge=1, le=256,
+                             description="Partitions scored at once in the flow's process (Dask: one per worker "
+                                         "thread instead).")
+    torch_threads: int = Field(default=1, ge=0,
+                               description="torch CPU threads per partition task; 0 keeps torch's default. One "
+                                           "thread per task and one task per core is fastest here.")
+
+
 class Settings(BaseSettings):
     """The resolved configuration of one ebmops process."""
 
@@ -591,6 +625,8 @@ class Settings(BaseSettings):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
+    score: ScoreSettings = Field(default_factory=ScoreSettings)
 
     @field_validator("home")
     @classmethod
