@@ -638,9 +638,10 @@ class OrchestrationSettings(BaseModel):
 class ScoreSettings(BaseModel):
     """Batch scoring (`ebmops score`, the score flow)."""
 
-    batch_rows: int = Field(default=65536, ge=1,
-                            description="Events scored per TorchScript call; bounds the memory of one partition "
-                                        "task together with the reader's batch size.")
+    call_rows: int = Field(default=4096, ge=1,
+                           description="Events per TorchScript call: bounds the activations held at once (rows x "
+                                       "widest layer x 4 bytes); record batches come from data.batch_rows and "
+                                       "data.memory_budget_mb like every streamed read.")
     max_workers: int = Field(default=2, ge=1, le=256,
                              description="Partitions scored at once in the flow's process (Dask: one per worker "
                                          "thread instead).")
