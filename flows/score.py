@@ -16,7 +16,8 @@ from ebmops.core.runtime import prepare_environment
 from ebmops.core.settings import Settings, load_settings
 from ebmops.services import score as steps
 
-plan_task = task(steps.plan, name="plan-scoring", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
+# Planning fails for reasons a retry does not change (no production version, a foreign output folder).
+plan_task = task(steps.plan, name="plan-scoring", cache_policy=NO_CACHE)
 # A retry rescoring a partition is safe: its file appears only by rename, with the same bytes.
 partition_task = task(steps.score_partition, name="score-partition", retries=1, retry_delay_seconds=2,
                       cache_policy=NO_CACHE)
