@@ -50,12 +50,14 @@ def score_partitions(job: steps.ScoreJob) -> list[dict]:
 
 
 @flow(name="score", log_prints=True)
-def score(source: str, out: str, model: str | None = None, region: str | None = None, version: str | None = None,
-          event_id: str | None = None) -> dict:
-    """Score ``source`` (a dataset name or a path) into Parquet under ``out`` with ``region``'s
-    production version of ``model`` (or ``version``); resumes a killed run."""
+def score(source: str, out: str | None = None, model: str | None = None, region: str | None = None,
+          version: str | None = None, event_id: str | None = None) -> dict:
+    """Score ``source`` (a dataset name or a path) into Parquet under ``out`` (default
+    ``<home>/scores/<source name>``) with ``region``'s production version of ``model`` (or ``version``);
+    resumes a killed run."""
     settings = load_settings()
     prepare_environment(settings)
+    out = out or steps.default_out(settings, source)
     log = get_run_logger()
     job = plan_task(settings, source, out, model=model, region=region, version=version, event_id=event_id)
     where = settings.orchestration.dask_address or f"{settings.score.max_workers} threads"

@@ -68,6 +68,12 @@ class ScoreJob:
         return len(self.source.partitions)
 
 
+def default_out(settings: Settings, source: str) -> str:
+    """``<home>/scores/<source name>``: where a run without --out (a deployment) writes."""
+    name = Path(source.rstrip("/")).name.replace("*", "_") or "source"
+    return str(settings.home / "scores" / name)
+
+
 def part_name(index: int) -> str:
     return f"part-{index:05d}"
 
