@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -39,6 +42,9 @@ SCORES_TYPE = "ebmops.scores/1"
 MANIFEST = "_scores.json"
 DONE_DIR = "_done"
 TMP_DIR = "_tmp"
+# Dictionary pages only for the two constant columns: trying them on unique ids and energies tripled the
+# write time (0.64 s against 0.18 s per million rows here) for larger files.
+WRITE_OPTIONS = {"use_dictionary": ["model", "version"], "compression": "snappy"}
 
 
 @dataclass(frozen=True)
@@ -223,10 +229,10 @@ def score_partition(job: ScoreJob, index: int) -> dict:
     writer, rows, anomalous, esum = None, 0, 0, 0.0
     part = job.source.partitions[index]
     try:
-        for batch in job.source.iter_batches(partitions=[index]):
+        for batch in read_ahead(job.source.iter_batches(partitions=[index])):
             table = score_rows(model, batch.event_id, batch.x, s.score.call_rows)
             if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema)
+                writer = pq.ParquetWriter(tmp, table.schema, **WRITE_OPTIONS)
             writer.write_table(table)
             rows += table.num_rows
             e = table.column("energy").to_numpy()
@@ -235,7 +241,7 @@ def score_partition(job: ScoreJob, index: int) -> dict:
         if writer is None:  # an empty partition still gets its (empty) file
             import pyarrow as pa
 
-            writer = pq.ParquetWriter(tmp, output_schema(pa.int64()))
+            writer = pq.ParquetWriter(tmp, output_schema(pa.int64()), **WRITE_OPTIONS)
         writer.close()
         writer = None
         with open(tmp, "rb") as f:
@@ -252,6 +258,44 @@ def score_partition(job: ScoreJob, index: int) -> dict:
               "seconds": round(time.monotonic() - t0, 3), "host": socket.gethostname(), "pid": os.getpid()}
     _write_atomic(done, json.dumps(record).encode())
     return record
+
+
+def read_ahead(batches: Iterator, depth: int = 1) -> Iterator:
+    """``batches``, read by a thread up to ``depth`` batches ahead of the consumer: Parquet decoding and
+    TorchScript both release the GIL, so reading the next batch overlaps scoring this one (measured: the
+    read took longer than the scoring). Holds at most ``depth`` + 1 batches; a reader error is re-raised here."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def pump() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(end)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put(e)
+
+    t = threading.Thread(target=pump, name="score-read-ahead", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        t.join()
 
 
 def progress(job: ScoreJob) -> tuple[int, int]:

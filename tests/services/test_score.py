@@ -168,3 +168,26 @@ def test_a_killed_run_resumes_and_gives_the_same_files(setup, tmp_path):
     for i in range(4):
         name = f"part-{i:05d}.parquet"
         assert (out / name).read_bytes() == (tmp_path / "reference" / name).read_bytes(), name
+
+
+def test_read_ahead_keeps_order_hands_over_a_reader_error_and_stops_with_the_consumer():
+    import threading
+
+    from ebmops.services.score import read_ahead
+
+    assert list(read_ahead(iter(range(50)))) == list(range(50))
+
+    def failing():
+        yield 1
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for item in read_ahead(failing()):
+            got.append(item)
+    assert got == [1]
+    before = threading.active_count()
+    it = read_ahead(iter(range(10 ** 9)))
+    assert next(it) == 0
+    it.close()  # the consumer stops early (a failed partition): the reader thread ends with it
+    assert threading.active_count() == before
