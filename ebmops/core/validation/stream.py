@@ -74,6 +74,17 @@ def _take(table: pa.Table, idx: np.ndarray) -> pa.Table:
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
+    """Join sample pieces; a column whose type differs between partitions is kept as text, so the
+    suite sees (and fails) a column that is not numeric everywhere."""
+    types: dict[str, set] = {}
+    for t in tables:
+        for f in t.schema:
+            types.setdefault(f.name, set()).add(f.type)
+    mixed = {name for name, ts in types.items() if len(ts) > 1}
+    if mixed:
+        tables = [t.select(list(types)).cast(pa.schema([pa.field(f.name, pa.string() if f.name in mixed else f.type)
+                                                        for f in t.select(list(types)).schema]))
+                  for t in tables]
     return pa.concat_tables(tables, promote_options="permissive")
 
 
