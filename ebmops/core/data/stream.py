@@ -111,7 +111,8 @@ class Budget:
 
     Shares of the budget: a record batch 1/8 (its Arrow form and the float32 copy), the shuffle
     buffer 1/4, the calibration, evaluation and baseline samples 1/8 each, the validation
-    sample (all regions together) 1/8. Each is also capped by its own setting."""
+    sample (all regions together) 1/8. Each is also capped by its own setting. The passes run one
+    after another, so the shares of one pass never add to the next's."""
 
     batch_rows: int
     shuffle_rows: int
@@ -131,7 +132,7 @@ def budget(settings, n_features: int) -> Budget:
     """The bounded sizes for a source of ``n_features`` features under ``settings``."""
     total = settings.data.memory_budget_mb * MB
     per_row = row_bytes(n_features)
-    sample_row = 4 * n_features + 16
+    sample_row = 3 * (4 * n_features + 16)  # float32 features, row number, label; BottomK holds up to 3x k rows
 
     def share(fraction: float, cap: int, width: int) -> int:
         return max(1, min(int(cap), int(total * fraction // width)))
