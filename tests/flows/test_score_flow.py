@@ -74,3 +74,46 @@ def test_the_cli_scores_resumes_and_says_which_prefect_server(prefect_server, sc
     assert "1 scored now, 3 from an earlier run" in r.stdout and "12,000" in r.stdout
     r = cli("--region", "us-east")
     assert r.returncode == 15 and "region us-east has no desired state" in r.stderr
+
+
+def test_a_killed_score_command_resumes_with_the_same_output(prefect_server, scoring_env, tmp_path):
+    """`ebmops score` killed with SIGKILL once a partition is done, then run again: the finished
+    partitions are kept and the output equals a run that was never killed."""
+    import signal
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    from ebmops.core.waiting import wait_until
+    from tests.services.score_fixtures import run_all, write_source
+    from tests.services.test_score import ROOT
+
+    source = write_source(tmp_path / "many", partitions=24, rows=2000, seed=5)
+    run_all(scoring_env.settings(), source, tmp_path / "reference", region=REGION)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PREFECT_API_URL": PREFECT_API_URL.value(),
+           "EBMOPS_SCORE__MAX_WORKERS": "1"}
+    cmd = [sys.executable, "-m", "ebmops.cli.main", "score", str(source), "--out", str(out), "--region", REGION,
+           "--json"]
+    log = tmp_path / "first.log"
+    with open(log, "w") as f:
+        first = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    try:
+        wait_until(lambda: list((out / "_done").glob("*.json")), timeout_s=180, what="a first finished partition",
+                   proc=first, log_path=log, interval_s=0.02)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    kept = len(list((out / "_done").glob("*.json")))
+    assert 1 <= kept < 24
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout)
+    assert (res["resumed_from"], res["scored_now"], res["events"]) == (kept, 24 - kept, 48000)
+    for i in range(24):
+        name = f"part-{i:05d}.parquet"
+        assert (out / name).read_bytes() == (tmp_path / "reference" / name).read_bytes(), name
