@@ -167,10 +167,26 @@ def flow_server(settings: Settings, announce: Callable[[str], None] = lambda _m:
                                                                                               server.api_url})
     try:
         with ctx:
-            yield server
+            try:
+                yield server
+            finally:
+                drain_workers()
     finally:
         if proc is not None:
             stop_temporary(proc)
+
+
+def drain_workers(timeout_s: float = 10.0) -> None:
+    """Send Prefect's queued logs and events now, while the server still runs: left to Prefect's own
+    exit hook, they went to a server already stopped and retried for about 100 s (measured)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=timeout_s)
+        except Exception:  # noqa: BLE001 - a worker that never started, or one already stopped
+            pass
 
 
 # ---- the child --------------------------------------------------------------------------------
