@@ -135,6 +135,8 @@ def open_scoring_source(settings: Settings, source: str, features: tuple[str, ..
         return src
     from ebmops.core.data.stream import budget
 
+    if not source.startswith("s3://"):
+        source = str(Path(source).expanduser().absolute())  # the output folder names it the same from any cwd
     rows = budget(settings, len(features)).batch_rows
     common = dict(name="score-source", features=list(features), regions=list(settings.data.regions), batch_rows=rows)
     try:
