@@ -330,6 +330,16 @@ def _numeric(type_str: str) -> bool:
     return bool(re.match(r"^(u?int(8|16|32|64)|halffloat|float|double|float(16|32|64)|decimal)", t)) or t == "bool"
 
 
+def progress_bar(source: StreamSource, desc: str, enabled: bool):
+    """A tqdm bar over the source's events on stderr (disabled unless ``enabled``)."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=source.n_rows, desc=desc, unit="ev", unit_scale=True, file=sys.stderr, disable=not enabled,
+                dynamic_ncols=True)
+
+
 # ---- building a source ---------------------------------------------------------------------------
 def open_source(name: str, settings, *, batch_rows: int | None = None) -> StreamSource:
     """Open dataset ``name`` ('kdd99' or a configured source) for streaming; reads only footers."""
