@@ -151,7 +151,7 @@ def prepare(source: StreamSource, cfg, sizes: Budget, *, progress: bool = False)
     from ebmops.core.data.stream import progress_bar
 
     with progress_bar(source, f"split {source.name}", progress) as bar:
-        for batch in source.iter_batches():
+        for batch in source.iter_batches(regions=False):
             bar.update(len(batch))
             n, mean, m2 = _take_batch(source, batch, cfg, n, mean, m2, counts, calib, base, test_normal, test_anom)
 
