@@ -35,8 +35,8 @@ def train(dataset: str | None = None, epochs: int | None = None, device: str | N
     ds = load_task(settings)
     key = steps.run_key(ds, settings)
     with steps.TrainingRecord.start(store, ds) as record:
-        validated = validate_task(ds, settings, store=store)
-        data_split = split_task(ds, settings)
+        validated = validate_task(ds, settings, store=store, progress=progress)
+        data_split = split_task(ds, settings, progress=progress)
         result = fit_task(ds, data_split, settings, key, progress=progress)
         cand = finalize_task(result, data_split, settings, key)
         metrics = evaluate_task(cand, data_split, settings)

@@ -68,11 +68,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train_streamed(spec: dict, cfg: TrainingSettings, common: dict):
-    from ebmops.core.data.stream import open_path
+    from ebmops.core.data.stream import budget, open_path
     from ebmops.core.settings import Settings
     from training.stream_trainer import train_stream
     from training.streaming import prepare
-    from ebmops.core.data.stream import budget
 
     src = spec["source"]
     settings = Settings(training=cfg, data={"batch_rows": int(spec.get("batch_rows", 65536))})

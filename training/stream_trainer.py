@@ -87,7 +87,7 @@ def windows(source: StreamSource, cfg, epoch: int, shuffle_rows: int,
     have = 0
     for k in range(k0, len(order)):
         p = order[k]
-        for batch in source.iter_batches(partitions=[p], start=Position(p, b0 if k == k0 else 0)):
+        for batch in source.iter_batches(partitions=[p], start=Position(p, b0 if k == k0 else 0), regions=False):
             train = part_masks(batch, cfg)[0]
             if train.any():
                 buf.append(batch.x[train])

@@ -78,6 +78,32 @@ def _offer(sampler: BottomK, batch: EventBatch, mask: np.ndarray, seed: int, sal
         sampler.offer(keys, payload)
 
 
+def _take_batch(source, batch, cfg, n, mean, m2, counts, calib, base, test_normal, test_anom):
+    """Fold one batch into the running standardisation, part counts and samples."""
+    if not np.isfinite(batch.x).all():
+        bad = [source.schema.features[j] for j in np.flatnonzero(~np.isfinite(batch.x).all(axis=0))]
+        raise ConfigError(f"dataset '{source.name}' has missing or infinite values in {bad[:10]} (rows from "
+                          f"{batch.row0}); clean or impute them before training")
+    train, cal, test = part_masks(batch, cfg)
+    xt = batch.x[train].astype(np.float64)
+    if len(xt):  # Chan et al.: merge this batch's mean and M2 into the running ones
+        bn, bmean = len(xt), xt.mean(axis=0)
+        bm2 = ((xt - bmean) ** 2).sum(axis=0)
+        delta, total = bmean - mean, n + bn
+        mean = mean + delta * (bn / total)
+        m2 = m2 + bm2 + delta ** 2 * (n * bn / total)
+        n = total
+    anom = test & (batch.label != 0) if batch.label is not None else np.zeros(len(batch), dtype=bool)
+    counts["calib"] += int(cal.sum())
+    counts["test"] += int(test.sum())
+    counts["anom"] += int(anom.sum())
+    _offer(calib, batch, cal, cfg.seed, CALIB_SALT)
+    _offer(base, batch, train, cfg.seed, TRAIN_SALT)
+    _offer(test_normal, batch, test & ~anom, cfg.seed, TEST_SALT)
+    _offer(test_anom, batch, anom, cfg.seed, ANOMALY_SALT)
+    return n, mean, m2
+
+
 @dataclass
 class StreamSplit:
     """What one pass over a streamed source leaves for training: exact part sizes, the training
@@ -122,28 +148,13 @@ def prepare(source: StreamSource, cfg, sizes: Budget, *, progress: bool = False)
     counts = {"calib": 0, "test": 0, "anom": 0}
     calib, base = _sampler(sizes.calibration_rows), _sampler(sizes.baseline_rows)
     test_normal, test_anom = _sampler(sizes.evaluation_rows), _sampler(sizes.evaluation_rows)
-    for batch in source.iter_batches():
-        if not np.isfinite(batch.x).all():
-            bad = [source.schema.features[j] for j in np.flatnonzero(~np.isfinite(batch.x).all(axis=0))]
-            raise ConfigError(f"dataset '{source.name}' has missing or infinite values in {bad[:10]} (rows from "
-                              f"{batch.row0}); clean or impute them before training")
-        train, cal, test = part_masks(batch, cfg)
-        xt = batch.x[train].astype(np.float64)
-        if len(xt):  # Chan et al.: merge this batch's mean and M2 into the running ones
-            bn, bmean = len(xt), xt.mean(axis=0)
-            bm2 = ((xt - bmean) ** 2).sum(axis=0)
-            delta, total = bmean - mean, n + bn
-            mean = mean + delta * (bn / total)
-            m2 = m2 + bm2 + delta ** 2 * (n * bn / total)
-            n = total
-        anom = test & (batch.label != 0) if batch.label is not None else np.zeros(len(batch), dtype=bool)
-        counts["calib"] += int(cal.sum())
-        counts["test"] += int(test.sum())
-        counts["anom"] += int(anom.sum())
-        _offer(calib, batch, cal, cfg.seed, CALIB_SALT)
-        _offer(base, batch, train, cfg.seed, TRAIN_SALT)
-        _offer(test_normal, batch, test & ~anom, cfg.seed, TEST_SALT)
-        _offer(test_anom, batch, anom, cfg.seed, ANOMALY_SALT)
+    from ebmops.core.data.stream import progress_bar
+
+    with progress_bar(source, f"split {source.name}", progress) as bar:
+        for batch in source.iter_batches(regions=False):
+            bar.update(len(batch))
+            n, mean, m2 = _take_batch(source, batch, cfg, n, mean, m2, counts, calib, base, test_normal, test_anom)
+
     if n < 1 or counts["calib"] < 1:
         raise ConfigError(f"dataset '{source.name}' has too few normal events for a training part ({n}) and a "
                           f"calibration part ({counts['calib']}); add data or raise the fractions")

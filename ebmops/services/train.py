@@ -79,12 +79,12 @@ def load(settings: Settings) -> StreamSource:
     return open_source(settings.data.dataset, settings)
 
 
-def validate(source: StreamSource, settings: Settings, store=None) -> list[dict]:
+def validate(source: StreamSource, settings: Settings, store=None, *, progress: bool = False) -> list[dict]:
     """Validate every region in one streamed pass (the reference profile is built from it on first
     use); a failing region is quarantined and ValidationFailed raised. One summary per region."""
     from ebmops.core.validation import validate_source
 
-    _profile, summaries = validate_source(source, settings, store=store)
+    _profile, summaries = validate_source(source, settings, store=store, progress=progress)
     return summaries
 
 

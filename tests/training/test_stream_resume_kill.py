@@ -18,12 +18,10 @@ from pathlib import Path
 
 import torch
 
-from ebmops.core.data import open_path
+from ebmops.core.data import budget, open_path
 from ebmops.core.settings import TrainingSettings, load_settings
-from ebmops.core.data import budget
 from tests.conftest import make_synthetic
-from tests.training.helpers import same_weights
-from tests.training.test_streaming import write_parts
+from tests.training.helpers import same_weights, write_parts
 from training import CHECKPOINT_NAME, model_from_state
 from training.stream_trainer import train_stream
 from training.streaming import prepare

@@ -1,9 +1,6 @@
 """Training from a stream: the seeded split, bounded samples, the shuffle-buffer trainer."""
 
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -11,17 +8,10 @@ from ebmops.core.data import budget, open_path
 from ebmops.core.errors import ConfigError
 from ebmops.core.settings import load_settings
 from tests.conftest import make_synthetic
-from tests.training.helpers import same_weights, small_cfg
+from tests.training.helpers import same_weights, small_cfg, write_parts
 from training import CHECKPOINT_NAME
 from training.stream_trainer import train_stream
 from training.streaming import prepare
-
-
-def write_parts(root: Path, frame: pd.DataFrame, parts: int = 3) -> Path:
-    for i, chunk in enumerate(np.array_split(np.arange(len(frame)), parts)):
-        (root / f"part={i}").mkdir(parents=True, exist_ok=True)
-        frame.iloc[chunk].to_parquet(root / f"part={i}" / "events.parquet", row_group_size=211, index=False)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -84,7 +84,7 @@ class EventBatch:
     position: Position
     row0: int  # global row number (source order) of the first row
     event_id: np.ndarray
-    region: np.ndarray
+    region: np.ndarray | None  # None when read with regions=False
     label: np.ndarray | None
     x: np.ndarray
 
@@ -190,9 +190,10 @@ class StreamSource:
 
     # ---- reading --------------------------------------------------------------------------
     def iter_tables(self, *, partitions: list[int] | None = None, start: Position | None = None,
-                    batch_rows: int | None = None) -> Iterator[tuple[Position, int, pa.Table]]:
+                    batch_rows: int | None = None, regions: bool = True) -> Iterator[tuple[Position, int, pa.Table]]:
         """(position, first global row, Arrow table) per batch: canonical column names, source types,
-        ``event_id``/``region`` filled in where the source has none. Deterministic order."""
+        ``event_id``/``region`` filled in where the source has none (``regions=False``: no region
+        column, for readers that do not need one). Deterministic order."""
         rows = int(batch_rows or self.batch_rows)
         chosen = range(len(self.partitions)) if partitions is None else sorted(set(partitions))
         for i in chosen:
@@ -204,21 +205,24 @@ class StreamSource:
             first = start.batch if start is not None and i == start.partition else 0
             part = self.partitions[i]
             row0 = part.row0 + first * rows
-            for b, table in enumerate(self._read_partition(part, rows, first * rows), start=first):
-                yield Position(i, b), row0, self._canonical_table(table, part, row0)
+            for b, table in enumerate(self._read_partition(part, rows, first * rows, regions), start=first):
+                yield Position(i, b), row0, self._canonical_table(table, part, row0, regions)
                 row0 += table.num_rows
 
     def iter_batches(self, *, partitions: list[int] | None = None, start: Position | None = None,
-                     batch_rows: int | None = None) -> Iterator[EventBatch]:
+                     batch_rows: int | None = None, regions: bool = True) -> Iterator[EventBatch]:
         """Canonical :class:`EventBatch` es of at most ``batch_rows`` rows, in a deterministic order,
-        from ``start`` (a :class:`Position`) on; ``partitions`` picks some by index."""
+        from ``start`` (a :class:`Position`) on; ``partitions`` picks some by index. With
+        ``regions=False`` the batches carry no regions (``region`` is None), which saves hashing
+        ids where regions are not used (training)."""
         bad = self.non_numeric()
         if bad:
             i, col, t = bad[0]
             raise DatasetError(f"dataset '{self.name}': column '{self._source_name(col)}' of partition "
                                f"{self.partitions[i].path} is {t}, not numeric; encode it as numbers, or drop it "
                                f"from data.sources.{self.name}.features")
-        for pos, row0, table in self.iter_tables(partitions=partitions, start=start, batch_rows=batch_rows):
+        for pos, row0, table in self.iter_tables(partitions=partitions, start=start, batch_rows=batch_rows,
+                                                 regions=regions):
             yield self._event_batch(pos, row0, table)
 
     def read_dataset(self) -> Dataset:
@@ -236,8 +240,9 @@ class StreamSource:
         src = [self.columns.get(EVENT_ID), self.columns.get(REGION), self.columns.get(LABEL), *self.schema.features]
         return list(dict.fromkeys(c for c in src if c))
 
-    def _read_partition(self, part: Partition, rows: int, skip: int) -> Iterator[pa.Table]:
-        wanted = [c for c in self._wanted() if c not in part.hive]
+    def _read_partition(self, part: Partition, rows: int, skip: int, regions: bool = True) -> Iterator[pa.Table]:
+        unread = set(part.hive) | (set() if regions else {self.columns.get(REGION)})
+        wanted = [c for c in self._wanted() if c not in unread]
         if part.format == "parquet":
             pf = pq.ParquetFile(self.filesystem.open_input_file(part.path))
             md = pf.metadata
@@ -260,15 +265,17 @@ class StreamSource:
                                   convert_options=csv.ConvertOptions(include_columns=wanted))
             yield from _rechunk(reader, rows, skip)
 
-    def _canonical_table(self, table: pa.Table, part: Partition, row0: int) -> pa.Table:
+    def _canonical_table(self, table: pa.Table, part: Partition, row0: int, regions: bool = True) -> pa.Table:
         n = table.num_rows
         for key, value in part.hive.items():
-            if key in self._wanted() and key not in table.column_names:
+            if key in self._wanted() and key not in table.column_names and (regions or key != self.columns[REGION]):
                 table = table.append_column(key, pa.array([value] * n, type=pa.string()))
         rename = {v: k for k, v in self.columns.items() if v}
         table = table.rename_columns([rename.get(c, c) for c in table.column_names])
         if EVENT_ID not in table.column_names:
             table = table.add_column(0, EVENT_ID, pa.array(np.arange(row0, row0 + n, dtype=np.int64)))
+        if not regions:
+            return table.drop_columns([REGION]) if REGION in table.column_names else table
         if REGION not in table.column_names:
             ids = table.column(EVENT_ID).to_pandas()
             table = table.add_column(1, REGION, pa.array(assign_regions(ids, self.regions), type=pa.string()))
@@ -288,11 +295,14 @@ class StreamSource:
                                    f"{col.null_count} null value(s) in partition {self.partitions[pos.partition].path}; "
                                    f"validate the source first (ebmops validate) or fill the labels")
             label = _to_numpy(col, np.int8)
-        region = table.column(REGION)
-        if not pa.types.is_string(region.type) and not pa.types.is_large_string(region.type):
-            region = pc.cast(region, pa.string())
+        region = None
+        if REGION in table.column_names:
+            col = table.column(REGION)
+            if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
+                col = pc.cast(col, pa.string())
+            region = col.to_numpy(zero_copy_only=False)
         return EventBatch(position=pos, row0=row0, event_id=table.column(EVENT_ID).to_numpy(),
-                          region=region.to_numpy(zero_copy_only=False), label=label, x=x)
+                          region=region, label=label, x=x)
 
 
 def _to_numpy(col: pa.ChunkedArray, dtype) -> np.ndarray:
@@ -328,6 +338,16 @@ def _rechunk(batches, rows: int, skip: int) -> Iterator[pa.Table]:
 def _numeric(type_str: str) -> bool:
     t = type_str.lower()
     return bool(re.match(r"^(u?int(8|16|32|64)|halffloat|float|double|float(16|32|64)|decimal)", t)) or t == "bool"
+
+
+def progress_bar(source: StreamSource, desc: str, enabled: bool):
+    """A tqdm bar over the source's events on stderr (disabled unless ``enabled``)."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=source.n_rows, desc=desc, unit="ev", unit_scale=True, file=sys.stderr, disable=not enabled,
+                dynamic_ncols=True)
 
 
 # ---- building a source ---------------------------------------------------------------------------

@@ -92,75 +92,84 @@ def _float_column(col: pa.ChunkedArray) -> np.ndarray:
     return np.asarray(col.to_numpy(), dtype=np.float64)
 
 
-def tally_source(source: StreamSource, *, sample_rows: int, seed: int = 0) -> dict:
+def tally_source(source: StreamSource, *, sample_rows: int, seed: int = 0, progress: bool = False) -> dict:
     """One pass over ``source``: a :class:`RegionTally` per region (key None: rows without one)."""
+    from ebmops.core.data.stream import progress_bar
+
     feats = source.schema.features
     has_label = source.schema.has_label
     tallies: dict = {}
-    for pos, row0, table in source.iter_tables():
-        n = table.num_rows
-        if n == 0:
-            continue
-        types = source.arrow_types.get(pos.partition, {})
-        bad = {c for c in [*feats, *([LABEL] if has_label else [])] if c in types and not _is_numeric(types[c])}
-        region = table.column(REGION)
-        if not pa.types.is_string(region.type):
-            region = pc.cast(region, pa.string())
-        codes, uniques = pd.factorize(region.to_numpy(zero_copy_only=False), use_na_sentinel=True)
-        order = np.argsort(codes, kind="stable")
-        sorted_codes = codes[order]
-        starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
-        ends = np.r_[starts[1:], n]
-
-        x = np.zeros((n, len(feats)), dtype=np.float64)
-        null_mask = np.zeros((n, len(feats)), dtype=bool)
-        for j, c in enumerate(feats):
-            col = table.column(c)
-            if c in bad:
-                null_mask[:, j] = col.is_null().to_numpy(zero_copy_only=False)
-                x[:, j] = np.nan
-                continue
-            x[:, j] = _float_column(col)
-            null_mask[:, j] = np.isnan(x[:, j])
-        xs, ns = x[order], null_mask[order]
-        with np.errstate(invalid="ignore"):
-            lo = np.fmin.reduceat(xs, starts, axis=0)
-            hi = np.fmax.reduceat(xs, starts, axis=0)
-        nulls = np.add.reduceat(ns, starts, axis=0)
-        id_nulls = table.column(EVENT_ID).is_null().to_numpy(zero_copy_only=False)[order]
-        labels = None
-        if has_label:
-            lab = table.column(LABEL)
-            labels = (_float_column(lab) if LABEL not in bad
-                      else np.where(lab.is_null().to_numpy(zero_copy_only=False), np.nan, 0.0))[order]
-        keys = row_keys(np.arange(row0, row0 + n), seed, SAMPLE_SALT)[order]
-
-        for g, (a, b) in enumerate(zip(starts, ends)):
-            code = sorted_codes[a]
-            name = None if code < 0 else str(uniques[code])
-            t = tallies.get(name)
-            if t is None:
-                t = tallies[name] = RegionTally(region=name, features=feats,
-                                                sample=BottomK(sample_rows, take=_take, concat=_concat))
-            t.rows += int(b - a)
-            t.merge_range(lo[g], hi[g])
-            for j, c in enumerate(feats):
-                t.add_nulls(c, nulls[g, j])
-            t.add_nulls(EVENT_ID, id_nulls[a:b].sum())
-            t.add_nulls(REGION, (b - a) if name is None else 0)
-            if labels is not None:
-                part = labels[a:b]
-                t.add_nulls(LABEL, np.isnan(part).sum())
-                if LABEL not in bad:
-                    t.label_values.update(np.unique(part[~np.isnan(part)]).tolist())
-            for c in bad:
-                t.bad_types.setdefault(c, f"{types[c]} in {source.partitions[pos.partition].path}")
-            k = keys[a:b]
-            bound = t.sample.bound
-            cand = np.arange(a, b) if bound is None else a + np.flatnonzero(k < bound)
-            if len(cand):
-                t.sample.offer(keys[cand], _take(table, order[cand]))
+    with progress_bar(source, f"validate {source.name}", progress) as bar:
+        for pos, row0, table in source.iter_tables():
+            bar.update(table.num_rows)
+            _tally_table(source, tallies, pos, row0, table, feats, has_label, sample_rows, seed)
     return tallies
+
+
+def _tally_table(source, tallies, pos, row0, table, feats, has_label, sample_rows, seed) -> None:
+    """Fold one raw table into the region tallies (exact figures) and their samples."""
+    n = table.num_rows
+    if n == 0:
+        return
+    types = source.arrow_types.get(pos.partition, {})
+    bad = {c for c in [*feats, *([LABEL] if has_label else [])] if c in types and not _is_numeric(types[c])}
+    region = table.column(REGION)
+    if not pa.types.is_string(region.type):
+        region = pc.cast(region, pa.string())
+    codes, uniques = pd.factorize(region.to_numpy(zero_copy_only=False), use_na_sentinel=True)
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    ends = np.r_[starts[1:], n]
+
+    x = np.zeros((n, len(feats)), dtype=np.float64)
+    null_mask = np.zeros((n, len(feats)), dtype=bool)
+    for j, c in enumerate(feats):
+        col = table.column(c)
+        if c in bad:
+            null_mask[:, j] = col.is_null().to_numpy(zero_copy_only=False)
+            x[:, j] = np.nan
+            continue
+        x[:, j] = _float_column(col)
+        null_mask[:, j] = np.isnan(x[:, j])
+    xs, ns = x[order], null_mask[order]
+    with np.errstate(invalid="ignore"):
+        lo = np.fmin.reduceat(xs, starts, axis=0)
+        hi = np.fmax.reduceat(xs, starts, axis=0)
+    nulls = np.add.reduceat(ns, starts, axis=0)
+    id_nulls = table.column(EVENT_ID).is_null().to_numpy(zero_copy_only=False)[order]
+    labels = None
+    if has_label:
+        lab = table.column(LABEL)
+        labels = (_float_column(lab) if LABEL not in bad
+                  else np.where(lab.is_null().to_numpy(zero_copy_only=False), np.nan, 0.0))[order]
+    keys = row_keys(np.arange(row0, row0 + n), seed, SAMPLE_SALT)[order]
+
+    for g, (a, b) in enumerate(zip(starts, ends)):
+        code = sorted_codes[a]
+        name = None if code < 0 else str(uniques[code])
+        t = tallies.get(name)
+        if t is None:
+            t = tallies[name] = RegionTally(region=name, features=feats,
+                                            sample=BottomK(sample_rows, take=_take, concat=_concat))
+        t.rows += int(b - a)
+        t.merge_range(lo[g], hi[g])
+        for j, c in enumerate(feats):
+            t.add_nulls(c, nulls[g, j])
+        t.add_nulls(EVENT_ID, id_nulls[a:b].sum())
+        t.add_nulls(REGION, (b - a) if name is None else 0)
+        if labels is not None:
+            part = labels[a:b]
+            t.add_nulls(LABEL, np.isnan(part).sum())
+            if LABEL not in bad:
+                t.label_values.update(np.unique(part[~np.isnan(part)]).tolist())
+        for c in bad:
+            t.bad_types.setdefault(c, f"{types[c]} in {source.partitions[pos.partition].path}")
+        k = keys[a:b]
+        bound = t.sample.bound
+        cand = np.arange(a, b) if bound is None else a + np.flatnonzero(k < bound)
+        if len(cand):
+            t.sample.offer(keys[cand], _take(table, order[cand]))
 
 
 def _is_numeric(type_str: str) -> bool:
@@ -270,7 +279,7 @@ def sample_frame(t: RegionTally) -> pd.DataFrame:
 
 
 def validate_source(source: StreamSource, settings, *, profile: ReferenceProfile | None = None,
-                    store=None, tallies: dict | None = None) -> tuple[ReferenceProfile, list[dict]]:
+                    store=None, tallies: dict | None = None, progress: bool = False) -> tuple[ReferenceProfile, list[dict]]:
     """Validate every region of ``source`` in one pass; quarantine failing regions and raise.
 
     Returns the reference profile (built from this pass when ``profile`` is None and the dataset
@@ -283,7 +292,7 @@ def validate_source(source: StreamSource, settings, *, profile: ReferenceProfile
     started = time.perf_counter()
     if tallies is None:
         tallies = tally_source(source, sample_rows=budget(settings, source.schema.n_features).validation_rows,
-                               seed=settings.training.seed)
+                               seed=settings.training.seed, progress=progress)
     if profile is None:
         profile = adopt_reference(source.name, source.schema, settings,
                                   build=lambda: profile_from_tallies(source, tallies))

@@ -154,3 +154,14 @@ def test_s3_prefix_is_streamed_with_the_source_credentials(tmp_path, seaweedfs):
                       access_key=seaweedfs.access_key, secret_key="wrong-secret")
     with pytest.raises(DatasetError, match="check data.sources.m.endpoint_url, access_key and secret_key"):
         open_source("m", wrong)
+
+
+def test_batches_without_regions_skip_them_and_keep_everything_else(tmp_path, parts):
+    path, _ = parts
+    src = open_source("m", _settings(tmp_path, path, region="region"))
+    with_regions, without = list(src.iter_batches()), list(src.iter_batches(regions=False))
+    assert all(b.region is None for b in without) and all(b.region is not None for b in with_regions)
+    for a, b in zip(with_regions, without):
+        assert a.position == b.position and a.row0 == b.row0
+        np.testing.assert_array_equal(a.x, b.x)
+        np.testing.assert_array_equal(a.event_id, b.event_id)
