@@ -178,6 +178,9 @@ def run_benchmark(sizes=SIZES, workdir: Path | None = None) -> dict:
     if 1_000_000 in by and 10_000_000 in by:
         linear = by[10_000_000]["seconds_per_million"] / by[1_000_000]["seconds_per_million"]
     share = biggest["events_per_s"] / p["events_per_s"]
+    n = np.array([r["events"] for r in rows], dtype=np.float64)
+    sec = np.array([r["score_s"] for r in rows], dtype=np.float64)
+    fit = np.polyfit(n, sec, 1) if len(rows) > 1 else (sec[0] / n[0], 0.0)
     return {
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data": {"source": "kdd99 rows resampled with N(0, (0.01 std)^2) jitter per feature, clipped to [0, 1]",
@@ -190,6 +193,7 @@ def run_benchmark(sizes=SIZES, workdir: Path | None = None) -> dict:
         "figures": {"seconds_per_million_events": {str(r["events"]): r["seconds_per_million"] for r in rows},
                     "peak_rss_mb": {str(r["events"]): r["peak_rss_mb"] for r in rows},
                     "time_per_event_ratio_1e7_to_1e6": linear,
+                    "least_squares": {"us_per_event": float(fit[0]) * 1e6, "intercept_s": float(fit[1])},
                     "share_of_peer_throughput": share},
         "targets": {"peak_rss_mb_under": TARGET_RSS_MB,
                     "peak_rss_met": all(r["peak_rss_mb"] < TARGET_RSS_MB for r in rows),
