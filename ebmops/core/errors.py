@@ -313,6 +313,32 @@ class DeployFailed(EbmopsError):
     fix = "read <home>/stack/logs/deploy.log, fix prefect.yaml, then `prefect --no-prompt deploy --all`"
 
 
+class PrefectServerError(EbmopsError):
+    """The Prefect server CLI flows should report to is unreachable, or a temporary one did not start."""
+
+    fix = ("start the server the message names (`ebmops up`), correct orchestration.prefect_api_url or "
+           "PREFECT_API_URL, or unset them to let the command start a temporary server")
+
+
+class ScoreError(EbmopsError):
+    """Batch scoring could not read a partition, score it or write its output."""
+
+    fix = "read the message (it names the partition and the cause), fix it and run `ebmops score` again: finished partitions are kept"
+
+
+class NoProductionVersion(EbmopsError):
+    """The region has no production version to score with (no signed desired state in its store)."""
+
+    exit_code = 15
+    fix = "sync a version to the region first (`ebmops sync --region R`), or name one with `ebmops score --version V`"
+
+
+class ScoreOutputConflict(ConfigError):
+    """The output folder holds scores of another source, model or version."""
+
+    fix = "choose another --out folder, or remove the old one: a folder resumes only the same source, model and version"
+
+
 def error_classes() -> list[type[EbmopsError]]:
     """Every error class of this module, base first."""
     out, todo = [], [EbmopsError]

@@ -1,4 +1,5 @@
-"""Loading any configured dataset into its canonical frame."""
+"""Loading any configured dataset into its canonical frame, in memory (small data: the demo,
+tests, a node's recent events). Large sources are streamed instead: :mod:`ebmops.core.data.stream`."""
 
 from __future__ import annotations
 
@@ -65,7 +66,12 @@ def load_dataset(name: str, settings) -> Dataset:
     if src is None:
         known = [*BUILTIN_DATASETS, *settings.data.sources]
         raise ConfigError(f"dataset '{name}' is not known; use one of {known} or declare it under data.sources")
-    raw = read_table(Path(src.path))
+    path = str(src.path)
+    if path.startswith("s3://") or Path(path).is_dir() or any(ch in path for ch in "*?["):
+        from ebmops.core.data.stream import open_source  # partitions: gathered from the stream (small data only)
+
+        return open_source(name, settings).read_dataset()
+    raw = read_table(Path(path))
     ds = canonical_frame(raw, name=name, features=list(src.features), label=src.label, event_id=src.event_id,
                          region=src.region, regions=regions)
     ds.meta["source"] = str(src.path)
