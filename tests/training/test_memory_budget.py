@@ -62,7 +62,7 @@ def big(tmp_path_factory):
 def _settings(home, path, feats):
     src = {"path": str(path), "features": feats, "label": "label", "event_id": "event_id"}
     return load_settings(home=home, data={"memory_budget_mb": BUDGET_MB, "sources": {"big": src}},
-                         training={"epochs": 1, "hidden": [16, 16], "device": "cpu"})
+                         training={"epochs": 1, "min_train_events": 0, "hidden": [16, 16], "device": "cpu"})
 
 
 def _stages(source, settings, sizes):

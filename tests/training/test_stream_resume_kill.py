@@ -27,7 +27,7 @@ from training.stream_trainer import train_stream
 from training.streaming import prepare
 
 REPO = Path(__file__).resolve().parents[2]
-TRAINING = dict(hidden=[64, 64], epochs=2, batch_size=16, lr=1e-3, device="cpu", threads=1, seed=3)
+TRAINING = dict(hidden=[64, 64], epochs=2, min_train_events=0, batch_size=16, lr=1e-3, device="cpu", threads=1, seed=3)
 BATCH_ROWS, SHUFFLE_ROWS = 200, 300
 
 
