@@ -8,6 +8,10 @@ between the two repeats the action on resume, which changes nothing the second t
 killed after the write resumes from the next phase. So ``run`` can be killed at any point and
 ``run`` again continues without repeating a completed step or leaving a region half-changed.
 
+One process drives a rollout: the caller holds the rollout's lease (ebmops/core/state/lease.py) and
+gives it to the controller, which passes it with every write to the state store (refused once another
+driver took the rollout over) and renews it before every write to the outside world.
+
 Region path::
 
     pending -> progressing(step 0) -> analysing -> progressing(step 1) -> ... -> analysing(last)
@@ -165,6 +169,9 @@ class RolloutController:
     # every region of the fleet: a rollout makes its version ``champion`` only when it promoted all of
     # them (a hotfix or a partial rollout sets ``prod-<region>`` aliases only); None: the plan's regions
     all_regions: list[str] | None = None
+    # the driver's lease (ebmops/core/state/lease.py): every write below is refused once another process
+    # took the rollout over; None for a person's one-off action (``ebmops rollback``)
+    lease: object | None = None
     sleep: Callable[[float], None] = time.sleep
     now: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
     progress: Callable[[str], None] = field(default=lambda msg: log.info("%s", msg))
@@ -214,6 +221,7 @@ class RolloutController:
         """One step of one region: act, ask ``next_region`` what comes next, persist it."""
         phase = Phase(reg.phase)
         if phase is Phase.PENDING:
+            self._fence()
             self.traffic.prepare(reg.region, ro.version)
             self._apply(ro, reg, plan, self._next(reg, plan, Event.START), expected=phase)
         elif phase is Phase.PROGRESSING:
@@ -224,6 +232,7 @@ class RolloutController:
         elif phase is Phase.AWAITING_APPROVAL:
             self._await_approval(ro, reg, plan)
         elif phase is Phase.PROMOTING:
+            self._fence()
             self.traffic.set_traffic(reg.region, stable=ro.version, canary=None, weight=0.0)
             self.aliases.set_alias(region_alias(reg.region), ro.version)
             self._apply(ro, reg, plan, self._next(reg, plan, Event.DONE), expected=phase, weight=1.0,
@@ -238,6 +247,7 @@ class RolloutController:
     def roll_back_region(self, ro, reg, plan: RolloutPlan, *, actor: str | None = None,
                          comment: str | None = None) -> None:
         """A region in rolling_back: its stable version gets all traffic again, then rolled_back."""
+        self._fence()
         self.traffic.set_traffic(reg.region, stable=reg.stable_version, canary=None, weight=0.0)
         self._apply(ro, reg, plan, self._next(reg, plan, Event.DONE), expected=Phase.ROLLING_BACK, weight=0.0)
         self._audit("rollback", ro, reg.region, {"stable": reg.stable_version, "failed_checks": reg.failed_checks,
@@ -272,7 +282,8 @@ class RolloutController:
         if nxt.phase is Phase.AWAITING_APPROVAL:
             fields.setdefault("awaiting_since", self.now())
             fields.setdefault("approval_deadline", self.now() + timedelta(seconds=plan.approval_timeout_s))
-        self.store.update_region(ro.id, reg.region, phase=nxt.phase, expected_phase=expected, **fields)
+        self.store.update_region(ro.id, reg.region, phase=nxt.phase, expected_phase=expected, lease=self.lease,
+                                 **fields)
 
     def _bake(self, reg, plan: RolloutPlan) -> None:
         """The rest of this step's bake time (all of it again after a restart mid-bake)."""
@@ -285,10 +296,11 @@ class RolloutController:
     def _start_step(self, ro, reg, plan: RolloutPlan, step: int, *, expected: Phase,
                     carry: dict | None = None) -> None:
         weight = plan.steps[step]
+        self._fence()
         self.traffic.set_traffic(reg.region, stable=reg.stable_version, canary=ro.version, weight=weight)
         base = {v: s.counters() for v, s in self.traffic.samples(reg.region).items()}
         self.store.update_region(ro.id, reg.region, phase=Phase.PROGRESSING, expected_phase=expected,
-                                 step_index=step, weight=weight,
+                                 lease=self.lease, step_index=step, weight=weight,
                                  last_analysis={**(carry if carry is not None else reg.last_analysis or {}),
                                                 "baseline": base,
                                                 "step_started_at": self.now().isoformat()})
@@ -358,14 +370,16 @@ class RolloutController:
         analysis = (reg.last_analysis or {}).get("judgement")
         if decision is None:
             self.store.record_decision(ro.id, kind="timeout", actor=self.actor, region=reg.region, wave=reg.wave,
-                                       comment=f"no decision by {deadline.isoformat()}", analysis=analysis)
+                                       comment=f"no decision by {deadline.isoformat()}", analysis=analysis,
+                                       lease=self.lease)
             self._audit("rejection", ro, reg.region, {"timeout": True, "deadline": deadline.isoformat()})
             nxt = self._next(reg, plan, Event.TIMED_OUT)
             self._apply(ro, reg, plan, nxt, expected=Phase.AWAITING_APPROVAL, message=nxt.reason)
             return
         if not decision.recorded:
             self.store.record_decision(ro.id, kind="approve" if decision.approve else "reject", actor=decision.actor,
-                                       region=reg.region, wave=reg.wave, comment=decision.comment, analysis=analysis)
+                                       region=reg.region, wave=reg.wave, comment=decision.comment, analysis=analysis,
+                                       lease=self.lease)
         self._audit("approval" if decision.approve else "rejection", ro, reg.region,
                     {"comment": decision.comment, "analysis": analysis and analysis.get("verdict")},
                     actor=decision.actor)
@@ -383,6 +397,7 @@ class RolloutController:
         served = {reg.region: self.traffic.served(reg.region) for reg in ro.regions}  # one read per region
         for region, version in served.items():
             if version not in (ro.version, None):
+                self._fence()
                 self.traffic.set_traffic(region, stable=ro.version, canary=None, weight=0.0)
         down = [region for region, version in served.items() if version is None]
         self._rollout_next(ro, Event.SERVED, "every region promoted and served"
@@ -397,6 +412,7 @@ class RolloutController:
                                                f"({why}: the champion alias stays)")
             return
         current = self.aliases.get_alias(CHAMPION)
+        self._fence()
         if current is not None and current != ro.version:
             self.aliases.set_alias(PREVIOUS_CHAMPION, current)
         self.aliases.set_alias(CHAMPION, ro.version)
@@ -421,12 +437,19 @@ class RolloutController:
 
     def _rollout_next(self, ro, event: Event, message: str | None = None) -> None:
         nxt = next_rollout(ro.phase, event)
-        self.store.update_rollout_phase(ro.id, nxt.phase, expected_old=ro.phase, message=message or nxt.reason)
+        self.store.update_rollout_phase(ro.id, nxt.phase, expected_old=ro.phase, message=message or nxt.reason,
+                                        lease=self.lease)
         self.progress(f"rollout {ro.id[:8]} v{ro.version}: {ro.phase} -> {nxt.phase.value} ({message or nxt.reason})")
 
     def _audit(self, kind: str, ro, region: str | None, payload: dict, actor: str | None = None) -> None:
         self.store.append_audit(kind, model=ro.model_name, version=ro.version, region=region,
-                                actor=actor or self.actor, payload={"rollout": ro.id, **payload})
+                                actor=actor or self.actor, payload={"rollout": ro.id, **payload}, lease=self.lease)
+
+    def _fence(self) -> None:
+        """Before a write outside the state store (desired state, aliases): still this rollout's driver?
+        Renewing the lease here leaves the rollout to this process for a whole lease after the check."""
+        if self.lease is not None:
+            self.store.renew_lease(self.lease)
 
 
 def approval_summary(ro, reg, plan: RolloutPlan) -> str:

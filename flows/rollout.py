@@ -1,6 +1,8 @@
 """The ``rollout`` flow: a canary rollout region by region, driven by canary/controller.py.
 
-The controller persists every transition in the state store; this flow only supplies the ports.
+The controller persists every transition in the state store; this flow only supplies the ports and
+holds the rollout's lease while it drives (a second process driving the same rollout waits, then
+exits naming this one).
 Approvals: against a Prefect server (``PREFECT_API_URL`` set) the flow pauses with a form in the
 Prefect UI (approve / reject, your name, a comment), which ``ebmops approve`` can also answer; with
 the temporary server of a local run it waits for ``ebmops approve`` through the state store.
@@ -39,8 +41,9 @@ def rollout(version: str | None = None, rollout_id: str | None = None, regions: 
         plan = steps.plan_for(settings, hotfix=hotfix, regions=regions, bake_s=bake_s)
         rollout_id = create_task(settings, store, version or "@candidate", plan=plan, created_by=created_by)
     approvals = steps.approvals_for(settings, store, rollout_id, auto_approve_as=auto_approve_as)
-    ctl = steps.controller(settings, store, approvals, progress=lambda m: log.info("%s", m))
-    final = ctl.run(rollout_id)
+    with steps.driving(settings, store, rollout_id, progress=lambda m: log.info("%s", m)) as lease:
+        ctl = steps.controller(settings, store, approvals, progress=lambda m: log.info("%s", m), lease=lease)
+        final = ctl.run(rollout_id)
     out = steps.status(store, rollout_id)
     create_table_artifact([{k: v for k, v in r.items() if k != "failed"} for r in out["regions"]],
                           key="rollout-status", description=f"rollout {rollout_id} of v{final.version}: {final.phase}")

@@ -1,4 +1,4 @@
-"""The ``train`` flow: validate every regional batch, train, evaluate, register."""
+"""The ``train`` flow: validate every regional batch, train, evaluate, register (the source is streamed)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from ebmops.core.data import region_batches
 from ebmops.core.runtime import prepare_environment
 from ebmops.core.settings import load_settings
 from ebmops.core.state import open_store
@@ -15,9 +14,8 @@ from flows.gate import gate as gate_flow
 
 # Retries only where they are safe: the fetch writes atomically, training resumes from its
 # checkpoint, registration is idempotent. Validation and evaluation are deterministic.
-load_task = task(steps.load, name="load-dataset", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-reference_task = task(steps.reference, name="reference-profile", cache_policy=NO_CACHE)
-validate_task = task(steps.validate_region, name="validate-batch", cache_policy=NO_CACHE)
+load_task = task(steps.load, name="open-dataset", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+validate_task = task(steps.validate, name="validate-regions", cache_policy=NO_CACHE)
 split_task = task(steps.split, name="split", cache_policy=NO_CACHE)
 fit_task = task(steps.fit, name="fit", retries=1, cache_policy=NO_CACHE)
 finalize_task = task(steps.finalize, name="calibrate-export", cache_policy=NO_CACHE)
@@ -37,16 +35,14 @@ def train(dataset: str | None = None, epochs: int | None = None, device: str | N
     ds = load_task(settings)
     key = steps.run_key(ds, settings)
     with steps.TrainingRecord.start(store, ds) as record:
-        profile = reference_task(ds, settings)
-        validated = [validate_task(b, dataset=ds.name, region=r, profile=profile, settings=settings, store=store)
-                     for r, b in region_batches(ds).items()]
-        data_split = split_task(ds, settings)
-        result = fit_task(data_split, settings, key, progress=progress)
+        validated = validate_task(ds, settings, store=store, progress=progress)
+        data_split = split_task(ds, settings, progress=progress)
+        result = fit_task(ds, data_split, settings, key, progress=progress)
         cand = finalize_task(result, data_split, settings, key)
         metrics = evaluate_task(cand, data_split, settings)
         name = settings.registry.model_name
         draft = steps.summary_markdown(ds, cand, metrics, validated)
-        info = register_task(cand, metrics, ds, settings, summary_md=draft)
+        info = register_task(cand, metrics, ds, settings, summary_md=draft, data_split=data_split)
         record.registered(cand, metrics, info, name)
         create_markdown_artifact(steps.summary_markdown(ds, cand, metrics, validated, version=info.version,
                                                         model_name=name),

@@ -9,6 +9,11 @@ The spec is a JSON object::
      "output": "model.pt",             # where the final (spec, state_dict) is saved, atomically
      "progress": false}
 
+or, to train from a streamed source instead of an array (``training.stream_trainer``)::
+
+    {"source": {"path": "events/", "features": ["a", "b"], "label": "y"},   # as under data.sources
+     "batch_rows": 4096, "shuffle_rows": 16384, ...}                         # plus the keys above
+
 On success it prints one JSON line summarising the :class:`~training.trainer.TrainResult`
 and exits 0; a configuration error exits 2 with the message on stderr. Killing the process
 at any point leaves at worst the last complete checkpoint, from which the same command
@@ -43,10 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: invalid training settings in {args[0]}: {e}", file=sys.stderr)
         return 2
     try:
-        x = np.load(spec["x_train"])
         ckpt = spec.get("checkpoint_dir")
-        result = train_energy_model(x, cfg, checkpoint_dir=Path(ckpt) if ckpt else None,
-                                    resume=bool(spec.get("resume", True)), progress=bool(spec.get("progress", False)))
+        common = dict(checkpoint_dir=Path(ckpt) if ckpt else None, resume=bool(spec.get("resume", True)),
+                      progress=bool(spec.get("progress", False)))
+        if "source" in spec:
+            result = _train_streamed(spec, cfg, common)
+        else:
+            result = train_energy_model(np.load(spec["x_train"]), cfg, **common)
     except EbmopsError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
@@ -57,6 +65,22 @@ def main(argv: list[str] | None = None) -> int:
                       "resumed_from_epoch": result.resumed_from_epoch, "seconds": result.seconds,
                       "stopped_reason": result.stopped_reason, "message": result.message}))
     return 0
+
+
+def _train_streamed(spec: dict, cfg: TrainingSettings, common: dict):
+    from ebmops.core.data.stream import budget, open_path
+    from ebmops.core.settings import Settings
+    from training.stream_trainer import train_stream
+    from training.streaming import prepare
+
+    src = spec["source"]
+    settings = Settings(training=cfg, data={"batch_rows": int(spec.get("batch_rows", 65536))})
+    sizes = budget(settings, len(src["features"]))
+    source = open_path(src["path"], name=src.get("name", "source"), features=list(src["features"]),
+                       label=src.get("label"), event_id=src.get("event_id"), region=src.get("region"),
+                       regions=list(settings.data.regions), batch_rows=sizes.batch_rows)
+    split = prepare(source, cfg, sizes)
+    return train_stream(source, split, cfg, shuffle_rows=int(spec.get("shuffle_rows", sizes.shuffle_rows)), **common)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from training.budget import cost_of, next_epoch_verdict, price_for
 from training.device import amp_mode, resolve_device
 from training.model import EnergyMLP, build_model, fit_standardisation
 from training.objective import objective_for
+from training.schedule import with_min_train_events
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
@@ -119,6 +120,7 @@ def train_energy_model(x_train: np.ndarray, cfg, *, checkpoint_dir: Path | None 
                        progress: bool = True) -> TrainResult:
     """Train an :class:`EnergyMLP` on normal events ``x_train`` (raw features) with ``cfg: TrainingSettings``."""
     x = _check_input(x_train)
+    cfg = with_min_train_events(cfg, len(x))  # small training sets get more epochs (training/schedule.py)
     with torch_threads(cfg.threads):
         device = resolve_device(cfg.device)
         amp = amp_mode(device, cfg.amp)

@@ -3,6 +3,9 @@ prepared environment, the state store."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 from ebmops.core.runtime import prepare_environment
 from ebmops.core.settings import Settings, get_settings
 
@@ -17,3 +20,14 @@ def store():
     from ebmops.core.state import open_store
 
     return open_store(settings())
+
+
+@contextmanager
+def flow_server() -> Iterator[object]:
+    """The Prefect server this command's flows report to: a named one, the running stack's, else a temporary
+    one that stops with the command (ebmops/tools/prefect_server.py). Says which on stderr (not in --json)."""
+    from ebmops.core.console import err_console
+    from ebmops.tools.prefect_server import flow_server as _flow_server
+
+    with _flow_server(settings(), announce=lambda m: err_console.print(m, highlight=False, soft_wrap=True)) as srv:
+        yield srv

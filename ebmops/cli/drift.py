@@ -21,7 +21,8 @@ def check(region: Optional[List[str]] = typer.Option(None, "--region", "-r", hel
     from flows.drift_monitor import drift_monitor
 
     check_regions(s, region)
-    out = drift_monitor(regions=region or None)
+    with context.flow_server():
+        out = drift_monitor(regions=region or None)
     if json_out:
         print_json(out)
         return

@@ -27,7 +27,8 @@ def gate(version: str = typer.Argument(None, help="Version number or @alias (def
     context.settings()
     from flows.gate import gate as gate_flow
 
-    out = gate_flow(version=version)
+    with context.flow_server():
+        out = gate_flow(version=version)
     if json_out:
         print_json(out)
     else:

@@ -14,6 +14,7 @@ from ebmops.cli import models as models_cmd
 from ebmops.cli import node as node_cmd
 from ebmops.cli import operator as operator_cmd
 from ebmops.cli import rollout as rollout_cmd
+from ebmops.cli import score as score_cmd
 from ebmops.cli import stack as stack_cmd
 from ebmops.cli import sync as sync_cmd
 from ebmops.cli import train as train_cmd
@@ -30,6 +31,7 @@ app.add_typer(models_cmd.runs_app, name="runs")
 app.command("validate")(data_cmd.validate)
 app.command("train")(train_cmd.train)
 app.command("gate")(gate_cmd.gate)
+app.command("score")(score_cmd.score)
 app.command("sync")(sync_cmd.sync)
 app.add_typer(sync_cmd.regions_app, name="regions")
 app.command("demo")(train_cmd.demo)

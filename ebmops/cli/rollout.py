@@ -15,9 +15,11 @@ rollout_app = typer.Typer(no_args_is_help=True, help="Canary rollouts region by 
 
 def _print_status(out: dict) -> None:
     rows = [{**r, "failed": ", ".join(r["failed"]) or None} for r in out["regions"]]
+    d = out.get("driver")
+    driven = f", driven by {d['host']} pid {d['pid']} (lease until {d['lease_expires_at'][11:19]} UTC)" if d else ""
     print_table(rows, ["region", "wave", "phase", "step", "weight", "verdict", "power", "failed", "waits_for",
                        "message"],
-                title=f"rollout {out['id']}: {out['model']} v{out['version']} ({out['kind']}) - {out['phase']}")
+                title=f"rollout {out['id']}: {out['model']} v{out['version']} ({out['kind']}) - {out['phase']}{driven}")
     if out["decisions"]:
         print_table(out["decisions"], ["when", "region", "kind", "actor", "accepted", "comment", "refusal"],
                     title="decisions")
@@ -50,8 +52,9 @@ def start(version: str = typer.Argument("@candidate", help="Version number or @a
 
     plan_for(s, hotfix=hotfix, regions=region, bake_s=bake)  # a bad plan fails before a flow run starts
     op = acting(as_, f"start a rollout of {version}")  # refused (audited) before anything is created
-    out = rollout_flow(version=version, regions=region or None, bake_s=bake, hotfix=hotfix,
-                       auto_approve_as=op.name if auto_approve else None, created_by=op.name)
+    with context.flow_server():
+        out = rollout_flow(version=version, regions=region or None, bake_s=bake, hotfix=hotfix,
+                           auto_approve_as=op.name if auto_approve else None, created_by=op.name)
     _finish(out, json_out)
 
 
@@ -66,7 +69,8 @@ def resume(rollout_id: str = typer.Argument(..., help="Rollout id (see `ebmops r
     from flows.rollout import rollout as rollout_flow
 
     op = acting(as_, f"resume rollout {rollout_id}")
-    out = rollout_flow(rollout_id=rollout_id, auto_approve_as=op.name if auto_approve else None)
+    with context.flow_server():
+        out = rollout_flow(rollout_id=rollout_id, auto_approve_as=op.name if auto_approve else None)
     _finish(out, json_out)
 
 

@@ -50,8 +50,9 @@ def sync(version: str = typer.Argument(None, help="Version number or @alias (def
         number = str(ModelRegistry.from_settings(s).resolve(version or "@candidate").version)
         token = override_token(s, op, action="sync", model=s.registry.model_name, version=number, regions=regions,
                                comment=comment, ttl_s=600)
-    out = sync_flow(version=version, regions=region or None, wait_s=wait, reason=reason, reconcile=reconcile,
-                    override=token)
+    with context.flow_server():
+        out = sync_flow(version=version, regions=region or None, wait_s=wait, reason=reason, reconcile=reconcile,
+                        override=token)
     if json_out:
         print_json(out)
         return

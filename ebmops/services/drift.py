@@ -190,14 +190,12 @@ def recent_dataset(settings: Settings, region: str, path: Path):
 
 def validate_recent(settings: Settings, store, ds, region: str):
     """The same Great Expectations gate as training batches: a hotfix never trains on garbage."""
-    from ebmops.core.validation import validate_or_quarantine
-    from ebmops.core.validation.profile import load_or_create_reference
-
-    from ebmops.core.data import load_dataset
-
     import dataclasses
 
-    profile = load_or_create_reference(load_dataset(settings.data.dataset, settings), settings)
+    from ebmops.core.data import open_source
+    from ebmops.core.validation import reference_for_source, validate_or_quarantine
+
+    profile = reference_for_source(open_source(settings.data.dataset, settings), settings)  # streamed when missing
     profile = dataclasses.replace(profile, has_label=False)  # live traffic carries no labels
     return validate_or_quarantine(ds.frame, dataset=ds.name, region=region, profile=profile, settings=settings,
                                   store=store)

@@ -74,15 +74,16 @@ def window(settings: Settings, window_path: str | None = None):
     The window is what energies, alert rates and feature drift are measured on: the labelled
     holdout of ``gate.window_dataset`` by default, or the recent events in ``window_path`` (a
     hotfix gates on the region's recent traffic). Detection quality always uses the labelled
-    holdout."""
+    holdout. The dataset is streamed: the holdout is the training split's bounded seeded sample of
+    test events (``training.evaluation_rows`` normal ones and as many anomalies at most), the
+    same rows the train flow evaluated on."""
     import pandas as pd
 
-    from ebmops.core.data import load_dataset
-    from training import split_dataset
+    from ebmops.core.data import budget, open_source
+    from training.streaming import prepare
 
-    ds = load_dataset(settings.gate.window_dataset or settings.data.dataset, settings)
-    t = settings.training
-    sp = split_dataset(ds, train_fraction=t.train_fraction, calibration_fraction=t.calibration_fraction, seed=t.seed)
+    source = open_source(settings.gate.window_dataset or settings.data.dataset, settings)
+    sp = prepare(source, settings.training, budget(settings, source.schema.n_features))
     holdout = (sp.x_test, sp.y_test)
     if window_path:
         recent = pd.read_parquet(window_path)
@@ -90,9 +91,9 @@ def window(settings: Settings, window_path: str | None = None):
         if missing:
             raise ConfigError(f"window_path {window_path} lacks the model's features {missing[:5]}")
         frame = recent[list(sp.feature_names)].astype("float32")
-        return frame, frame.to_numpy(np.float32), holdout, ds.fingerprint()[:12]
+        return frame, frame.to_numpy(np.float32), holdout, source.fingerprint()[:12]
     frame = pd.DataFrame(sp.x_test, columns=list(sp.feature_names))
-    return frame, sp.x_test, holdout, ds.fingerprint()[:12]
+    return frame, sp.x_test, holdout, source.fingerprint()[:12]
 
 
 def benchmark(subjects: GateSubjects, settings: Settings) -> dict:

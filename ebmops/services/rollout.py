@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import datetime, timezone
 from typing import Callable
 
 from ebmops.core.aliases import PREVIOUS_CHAMPION, region_alias
@@ -110,13 +111,22 @@ def create(settings: Settings, store, version: str, *, plan: RolloutPlan, create
 
 
 def controller(settings: Settings, store, approvals, *, progress: Callable[[str], None] | None = None,
-               actor: str = "ebmops-rollout") -> RolloutController:
+               actor: str = "ebmops-rollout", lease=None) -> RolloutController:
     from ebmops.services.audit import checkpoint_after_promotion
 
     kw = {"progress": progress} if progress else {}
     return RolloutController(store=store, traffic=RegionTraffic(settings), aliases=RegistryAliases(settings),
-                             approvals=approvals, actor=actor, all_regions=list(settings.data.regions),
+                             approvals=approvals, actor=actor, all_regions=list(settings.data.regions), lease=lease,
                              after_promotion=lambda: checkpoint_after_promotion(settings, store), **kw)
+
+
+def driving(settings: Settings, store, rollout_id: str, *, progress: Callable[[str], None] | None = None):
+    """The rollout's lease, held while the caller drives it (one driver per rollout): waits up to
+    ``rollout.lease_wait_s`` for it, then ``RolloutLeaseHeld`` names the process that drives it."""
+    from ebmops.core.state.lease import hold
+
+    return hold(store, rollout_id, ttl_s=settings.rollout.lease_ttl_s, wait_s=settings.rollout.lease_wait_s,
+                progress=progress)
 
 
 def decide(settings: Settings, store, rollout_id: str, *, approve: bool, actor: str, comment: str | None = None,
@@ -174,9 +184,13 @@ def status(store, rollout_id: str | None = None, *, model: str | None = None) ->
     decisions = [{"when": d.created_at.isoformat(), "region": d.region, "kind": d.kind, "actor": d.actor,
                   "accepted": d.accepted, "comment": d.comment, "refusal": d.refusal_reason}
                  for d in store.list_decisions(ro.id)]
+    lease = store.get_lease(ro.id)
+    driver = ({"host": lease.host, "pid": lease.pid, "token": lease.token,
+               "lease_expires_at": lease.expires_at.isoformat()}
+              if lease is not None and ro.active and lease.held_at(datetime.now(timezone.utc)) else None)
     return {"id": ro.id, "model": ro.model_name, "version": ro.version, "kind": ro.kind, "phase": ro.phase,
             "active": ro.active, "created_by": ro.created_by, "created_at": ro.created_at.isoformat(),
-            "message": ro.message, "regions": rows, "decisions": decisions}
+            "message": ro.message, "driver": driver, "regions": rows, "decisions": decisions}
 
 
 def rollback(settings: Settings, store, *, regions: list[str] | None, actor: str, comment: str | None = None) -> dict:

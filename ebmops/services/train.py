@@ -1,9 +1,16 @@
-"""Steps of the ``train`` flow: load, validate, split, fit, finalize, evaluate, register.
+"""Steps of the ``train`` flow: open, validate, split, fit, finalize, evaluate, register.
 
-Checkpoints live under ``<home>/checkpoints/<run_key>``, where the run key hashes the data
+The dataset is streamed, never loaded whole (:mod:`ebmops.core.data.stream`): validation is one
+pass (exact checks on every row, the suite on a seeded sample per region), the split is one
+pass that keeps the training rows' standardisation and bounded seeded samples for
+calibration, evaluation and the IsolationForest baseline (:mod:`training.streaming`), and each
+training epoch is one pass through a shuffle buffer (:mod:`training.stream_trainer`). Memory is
+bounded by ``data.memory_budget_mb``, not by the number of events.
+
+Checkpoints live under ``<home>/checkpoints/<run_key>``, where the run key hashes the source's
 fingerprint and the training settings: a retried or re-run training with the same inputs
-resumes where the last one stopped; a different config starts afresh. The checkpoint is
-removed once the model is registered.
+resumes where the last one stopped (mid-epoch, at the same batch); a different config starts
+afresh. The checkpoint is removed once the model is registered.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ebmops.core.aliases import CHALLENGER
-from ebmops.core.data import Dataset, load_dataset
+from ebmops.core.data import StreamSource, budget, open_source
 from ebmops.core.errors import ValidationFailed
 from ebmops.core.settings import Settings
 
@@ -52,6 +59,8 @@ def settings_for_run(base: Settings, *, dataset: str | None = None, epochs: int 
                      device: str | None = None, seed: int | None = None) -> Settings:
     """Apply per-run overrides (CLI flags, flow parameters) on top of the resolved settings."""
     upd_training = {k: v for k, v in {"epochs": epochs, "device": device, "seed": seed}.items() if v is not None}
+    if epochs is not None:
+        upd_training["min_train_events"] = 0  # asked for N epochs: train exactly N (training/schedule.py)
     data = base.data.model_copy(update={"dataset": dataset}) if dataset else base.data
     merged = base.model_dump()
     merged["training"].update(upd_training)
@@ -59,44 +68,41 @@ def settings_for_run(base: Settings, *, dataset: str | None = None, epochs: int 
     return type(base).model_validate(merged)
 
 
-def run_key(ds: Dataset, settings: Settings) -> str:
+def run_key(source: StreamSource, settings: Settings) -> str:
     cfg = settings.training.model_dump(mode="json", exclude={"time_budget_s", "cost_ceiling", "threads"})
-    h = hashlib.sha256(ds.fingerprint().encode())
+    h = hashlib.sha256(source.fingerprint().encode())
     h.update(json.dumps(cfg, sort_keys=True).encode())
+    h.update(json.dumps({"batch_rows": source.batch_rows, "budget_mb": settings.data.memory_budget_mb}).encode())
     return h.hexdigest()[:16]
 
 
-def load(settings: Settings) -> Dataset:
-    return load_dataset(settings.data.dataset, settings)
+def load(settings: Settings) -> StreamSource:
+    """Open the configured dataset for streaming (reads only file footers)."""
+    return open_source(settings.data.dataset, settings)
 
 
-def reference(ds: Dataset, settings: Settings):
-    from ebmops.core.validation import load_or_create_reference
+def validate(source: StreamSource, settings: Settings, store=None, *, progress: bool = False) -> list[dict]:
+    """Validate every region in one streamed pass (the reference profile is built from it on first
+    use); a failing region is quarantined and ValidationFailed raised. One summary per region."""
+    from ebmops.core.validation import validate_source
 
-    return load_or_create_reference(ds, settings)
-
-
-def validate_region(batch, *, dataset: str, region: str, profile, settings: Settings, store=None) -> dict:
-    """Validate one regional batch; a failure quarantines it and raises ValidationFailed."""
-    from ebmops.core.validation import validate_or_quarantine
-
-    res = validate_or_quarantine(batch, dataset=dataset, region=region, profile=profile, settings=settings,
-                                 store=store)
-    return {"region": region, "rows": res.n_rows, "success": res.success, "seconds": round(res.seconds, 3)}
+    _profile, summaries = validate_source(source, settings, store=store, progress=progress)
+    return summaries
 
 
-def split(ds: Dataset, settings: Settings):
-    from training import split_dataset
+def split(source: StreamSource, settings: Settings, *, progress: bool = False):
+    """One pass: the seeded split's sizes, standardisation and bounded samples (training.streaming)."""
+    from training.streaming import prepare
 
-    t = settings.training
-    return split_dataset(ds, train_fraction=t.train_fraction, calibration_fraction=t.calibration_fraction, seed=t.seed)
+    return prepare(source, settings.training, budget(settings, source.schema.n_features), progress=progress)
 
 
-def fit(data_split, settings: Settings, key: str, *, progress: bool = True):
-    from training import train_energy_model
+def fit(source: StreamSource, data_split, settings: Settings, key: str, *, progress: bool = True):
+    from training.stream_trainer import train_stream
 
-    return train_energy_model(data_split.x_train, settings.training, checkpoint_dir=settings.checkpoint_dir / key,
-                              resume=True, progress=progress)
+    sizes = budget(settings, source.schema.n_features)
+    return train_stream(source, data_split, settings.training, shuffle_rows=sizes.shuffle_rows,
+                        checkpoint_dir=settings.checkpoint_dir / key, resume=True, progress=progress)
 
 
 def finalize(result, data_split, settings: Settings, key: str) -> Candidate:
@@ -110,9 +116,9 @@ def finalize(result, data_split, settings: Settings, key: str) -> Candidate:
     with torch_threads(settings.training.threads):
         threshold, calib = calibrate(result.model, data_split.x_calib, settings.training.threshold_quantile)
     np.save(out / "calibration_energies.npy", calib.astype(np.float32))
-    rng = np.random.default_rng(settings.training.seed)
-    idx = np.sort(rng.choice(len(data_split.x_train), size=min(SAMPLE_ROWS, len(data_split.x_train)), replace=False))
-    pd.DataFrame(data_split.x_train[idx], columns=list(data_split.feature_names)).to_parquet(
+    # The baseline sample is already a seeded uniform sample of the training rows, in key order:
+    # its first rows are a uniform sample too.
+    pd.DataFrame(data_split.x_baseline[:SAMPLE_ROWS], columns=list(data_split.feature_names)).to_parquet(
         out / "training_sample.parquet", index=False)
     scripted = export_torchscript(result.model, out / "model.pt")
     (out / "loss_history.json").write_text(json.dumps(result.loss_history))
@@ -129,10 +135,15 @@ def evaluate(cand: Candidate, data_split, settings: Settings) -> dict:
     from training import torch_threads
 
     with torch_threads(settings.training.threads):
-        return evaluate_model(cand.model, data_split, cand.result, settings.training)
+        metrics = evaluate_model(cand.model, data_split.as_data_split(), cand.result, settings.training,
+                                 n_train=data_split.n_train)
+    metrics.update(n_calib=data_split.n_calib, calib_sample=len(data_split.x_calib),
+                   test_sample=len(data_split.x_test), baseline_sample=len(data_split.x_baseline))
+    return metrics
 
 
-def register(cand: Candidate, metrics: dict, ds: Dataset, settings: Settings, *, summary_md: str):
+def register(cand: Candidate, metrics: dict, ds: StreamSource, settings: Settings, *, summary_md: str,
+             data_split=None):
     """Log the run to MLflow and register it as a new version with the alias ``challenger``."""
     from registry import ModelRegistry
 
@@ -145,8 +156,9 @@ def register(cand: Candidate, metrics: dict, ds: Dataset, settings: Settings, *,
               "train_fraction": t.train_fraction, "device": cand.device, "amp": cand.amp,
               "n_features": ds.schema.n_features}
     tags = {"dataset": ds.name, "run_key": cand.run_key, "stopped_reason": cand.stopped_reason or "",
-            "n_events": str(len(ds.frame))}
-    example = ds.features_array(ds.frame.head(5))
+            "n_events": str(ds.n_rows if ds.n_rows is not None else "")}
+    example = (data_split.x_test[:5] if data_split is not None
+               else next(ds.iter_batches(batch_rows=5)).x)
     run_id = reg.log_training_run(
         params=params, metrics={k: float(v) for k, v in metrics.items()}, tags=tags,
         scripted_path=cand.scripted_path, input_example=example, threshold=cand.threshold,
@@ -166,14 +178,15 @@ def register(cand: Candidate, metrics: dict, ds: Dataset, settings: Settings, *,
     return info
 
 
-def summary_markdown(ds: Dataset, cand: Candidate, metrics: dict, validated: list[dict],
+def summary_markdown(ds: StreamSource, cand: Candidate, metrics: dict, validated: list[dict],
                      version: str | None = None, model_name: str | None = None) -> str:
     def f(k):
         v = metrics.get(k)
         return "-" if v is None else f"{v:.4f}"
 
     lines = [f"# Training run `{cand.run_key}` on `{ds.name}`", "",
-             f"- events: {len(ds.frame):,} in {len(validated)} regional batches, all validated",
+             f"- events: {sum(v['rows'] for v in validated):,} in {len(validated)} regional batches, all validated "
+             f"(streamed: exact checks on every event, the suite on a seeded sample)",
              f"- device: `{cand.device}` (mixed precision: {cand.amp}), {cand.epochs_completed}/{cand.epochs_planned} "
              f"epochs in {cand.seconds:.1f} s, cost {cand.cost:.5f}",
              f"- alert threshold: {cand.threshold:.6g}; alert rate on the holdout {metrics.get('test_alert_rate', 0):.4f}",
@@ -198,12 +211,12 @@ class TrainingRecord:
     leaves the record with its status and reason, and is re-raised."""
 
     store: object
-    dataset: Dataset
+    dataset: StreamSource
     id: int | None = None
 
     @classmethod
     @contextmanager
-    def start(cls, store, ds: Dataset):
+    def start(cls, store, ds: StreamSource):
         rec = cls(store, ds, store.start_training_run(ds.name, data_fingerprint=ds.fingerprint()).id)
         try:
             yield rec

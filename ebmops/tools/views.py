@@ -8,6 +8,10 @@ from ebmops.core.console import console, print_kv, print_table
 
 def train_result_tables(res: dict, settings) -> None:
     m = res["metrics"]
+    print_table([{"region": r["region"], "events": r["rows"], "suite sample": r.get("sample_rows"),
+                  "validation": "passed" if r.get("success", True) else "failed"} for r in res.get("regions", [])],
+                ["region", "events", "suite sample", "validation"],
+                title="validation (exact checks over every event, the suite on a seeded sample)")
     print_table([{"model": "EBM", "AUROC": m.get("ebm_auroc"), "average precision": m.get("ebm_ap"),
                   "seconds": m.get("train_seconds")},
                  {"model": "IsolationForest (same split)", "AUROC": m.get("iforest_auroc"),

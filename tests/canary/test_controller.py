@@ -210,3 +210,30 @@ def test_store_approvals_receive_a_cli_decision_and_refuse_names_off_the_roster(
                                                   deadline=datetime.now(timezone.utc) + timedelta(seconds=5))
     assert got == Decision(approve=False, actor="bob", comment="not today", recorded=True)
     assert [(d.actor, d.accepted) for d in store.list_decisions(rid)] == [("mallory", False), ("bob", True)]
+
+
+def test_a_driver_that_lost_its_lease_writes_nothing_and_the_new_driver_finishes(store, tmp_path):
+    """A driver paused past its lease's expiry (a stopped VM, SIGSTOP) and taken over: its next write is
+    refused, inside the state store and before any desired-state or alias write; no record is doubled."""
+    from ebmops.core.errors import LeaseLost
+    from ebmops.core.state.lease import acquire
+
+    rid = _rollout(store, _plan(tmp_path, approval=False))
+    traffic, aliases = FakeTraffic(), FakeAliases()
+    old = _ctl(store, traffic, aliases)
+    old.lease = store.acquire_lease(rid, ttl_s=30)
+    for _ in range(4):  # started, us-east pending -> progressing -> analysing -> progressing (step 2)
+        assert old.advance(rid)
+    taken = acquire(store, rid, ttl_s=30, now=datetime.now(timezone.utc) + timedelta(seconds=31))
+    seen = (store.get_rollout(rid), list(traffic.writes), len(store.list_audit(limit=1000)), dict(aliases.aliases))
+    for _ in range(3):
+        with pytest.raises(LeaseLost, match=f"token {taken.token}"):
+            old.run(rid)
+    assert (store.get_rollout(rid), list(traffic.writes), len(store.list_audit(limit=1000)),
+            dict(aliases.aliases)) == seen
+    new = _ctl(store, traffic, aliases)
+    new.lease = taken
+    assert new.run(rid).phase == "promoted"
+    analyses = [(e.region, e.payload["step"]) for e in store.list_audit(limit=1000) if e.kind == "analysis"]
+    assert sorted(analyses) == sorted({(r, s) for r in REGIONS for s in range(3)})  # each step judged once
+    assert verify(store).ok

@@ -243,6 +243,8 @@ def test_every_deployment_runs_to_completion_through_the_worker(stack):
         _deployment_run(stack, "gate", f'version="{v1}"')
         _deployment_run(stack, "sync", "wait_s=60")
         assert _serves(stack) == {r: v1 for r in REGIONS}
+        _deployment_run(stack, "score", 'region="us-east"')  # batch scoring with us-east's production v1
+        assert list((Path(stack["env"]["EBMOPS_HOME"]) / "scores" / "kdd99").glob("part-*.parquet"))
         replay.reset_stats()  # from here on every request must be served (before the sync: 503, no model yet)
 
         # the CD workflow, step by step as the Actions runner runs it: train-local (v2, gated),

@@ -72,7 +72,7 @@ def test_a_worker_loads_every_entrypoint_without_shadowing_a_package():
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert set(out["names"].values()) == {"train", "gate", "rollout", "sync", "drift-monitor", "hotfix",
+    assert set(out["names"].values()) == {"train", "gate", "rollout", "sync", "drift-monitor", "hotfix", "score",
                                             "audit-checkpoint"}
     for pkg, origin in out["origins"].items():
         if origin is not None:  # imported while loading: it must be the package, not a flow module

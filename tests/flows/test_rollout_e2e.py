@@ -79,6 +79,8 @@ def stack(tmp_path_factory, data_home, kdd99):
                "EBMOPS_ROLLOUT__BAKE_S": "3", "EBMOPS_ROLLOUT__ONCALL_ROSTER": '["oncall", "alice", "ci"]',
                "EBMOPS_ROLLOUT__OPERATOR_KEYS": json.dumps({n: pub for n, (_, pub) in KEYS.items()}),
                "EBMOPS_ROLLOUT__APPROVAL_TIMEOUT_S": "300", "COLUMNS": "200",
+               # a resume after SIGKILL waits for the killed driver's lease to expire: keep that short
+               "EBMOPS_ROLLOUT__LEASE_TTL_S": "5",
                # 3 s bakes hold about 60 requests per side: too few for the power rule's +1 point of errors, so
                # every step would wait for a human. The rule has its own tests; the silent-canary test turns it on.
                "EBMOPS_ROLLOUT__ANALYSIS__POWER": "0"}

@@ -23,7 +23,7 @@ from tests.training.helpers import same_weights
 from training import CHECKPOINT_NAME, model_from_state, train_energy_model
 
 REPO = Path(__file__).resolve().parents[2]
-TRAINING = dict(hidden=[64, 64], epochs=8, batch_size=16, lr=1e-3, device="cpu", threads=1, seed=3)
+TRAINING = dict(hidden=[64, 64], epochs=8, batch_size=16, lr=1e-3, device="cpu", threads=1, seed=3, min_train_events=0)
 KILL_AFTER_EPOCH = 2
 
 

@@ -120,6 +120,22 @@ class RolloutRegionRow(Base):
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class RolloutLeaseRow(Base):
+    """Which process drives a rollout (ebmops/core/state/lease.py): one row per rollout, kept after release
+    so that ``token`` (the fencing token) only grows, by one on every acquisition."""
+
+    __tablename__ = "rollout_leases"
+
+    rollout_id: Mapped[str] = mapped_column(String(64), ForeignKey("rollouts.id"), primary_key=True)
+    token: Mapped[int] = mapped_column(BigInteger)
+    holder: Mapped[str] = mapped_column(String(200))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    renewed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class DecisionRow(Base):
     """A decision on a rollout (approve, reject, timeout, rollback, auto), accepted or refused."""
 

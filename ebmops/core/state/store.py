@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ebmops.core.errors import EbmopsError, HotfixConflict, RolloutConflict
 from ebmops.core.phases import Phase, TransitionRefused, check_transition, is_terminal
+from ebmops.core.state import lease as leases
 from ebmops.core.state.audit_key import AuditKey, audit_key_from_settings
 from ebmops.core.state.models import (
     ADDED_COLUMNS,
@@ -335,11 +336,14 @@ class StateStore:
             return self._rollout_record(s, row) if row else None
 
     def update_rollout_phase(self, rollout_id: str, new: "Phase | str", *, expected_old: "Phase | str | None" = None,
-                             message: str | None = None) -> "RolloutRecord":
+                             message: str | None = None, lease: "leases.Lease | None" = None) -> "RolloutRecord":
         """Move a rollout to ``new``: refused (``TransitionRefused``) when the table does not allow it, or
         when ``expected_old`` is given and the phase is no longer that (a lost update). The change is a
-        compare-and-set on the phase read, so two writers racing from one phase cannot both win."""
+        compare-and-set on the phase read, so two writers racing from one phase cannot both win. With
+        ``lease`` (a driver's), refused (``LeaseLost``) unless it is still the rollout's lease."""
         with self.session() as s:
+            if lease is not None:
+                leases.fence(s, lease)
             row = self._require_rollout(s, rollout_id)
             current = row.phase
             _check_expected("rollout", rollout_id, current, expected_old)
@@ -361,17 +365,21 @@ class StateStore:
                       "awaiting_since", "approval_deadline", "message"}
 
     def update_region(self, rollout_id: str, region: str, *, phase: "Phase | str | None" = None,
-                      expected_phase: "Phase | str | None" = None, **fields) -> "RolloutRegionRecord":
+                      expected_phase: "Phase | str | None" = None, lease: "leases.Lease | None" = None,
+                      **fields) -> "RolloutRegionRecord":
         """Update one region of a rollout. A ``phase`` change is checked against the transition table
         and compare-and-set like ``update_rollout_phase``; ``expected_phase`` guards any update against
-        a concurrent writer. Other fields: step_index, weight, last_analysis, failed_checks,
-        stable_version, canary_version, awaiting_since, approval_deadline, message."""
+        a concurrent writer; ``lease`` fences it like ``update_rollout_phase``. Other fields: step_index,
+        weight, last_analysis, failed_checks, stable_version, canary_version, awaiting_since,
+        approval_deadline, message."""
         unknown = set(fields) - self._REGION_FIELDS
         if unknown:
             raise ValueError(f"unknown rollout region fields {sorted(unknown)}; fields: {sorted(self._REGION_FIELDS)}")
         if "weight" in fields and fields["weight"] is not None and not 0 <= float(fields["weight"]) <= 1:
             raise ValueError(f"weight must be within [0, 1], got {fields['weight']!r}")
         with self.session() as s:
+            if lease is not None:
+                leases.fence(s, lease)
             self._require_rollout(s, rollout_id)
             row = s.scalars(select(RolloutRegionRow).where(RolloutRegionRow.rollout_id == rollout_id,
                                                            RolloutRegionRow.region == region)).first()
@@ -396,8 +404,10 @@ class StateStore:
 
     def record_decision(self, rollout_id: str, *, kind: str, actor: str, region: str | None = None,
                         wave: int | None = None, comment: str | None = None, analysis: dict | None = None,
-                        accepted: bool = True, refusal_reason: str | None = None) -> "DecisionRecord":
-        """Record a decision on a rollout; a refused one (``accepted=False``) must say why."""
+                        accepted: bool = True, refusal_reason: str | None = None,
+                        lease: "leases.Lease | None" = None) -> "DecisionRecord":
+        """Record a decision on a rollout; a refused one (``accepted=False``) must say why. With ``lease``
+        (the driver's), refused (``LeaseLost``) unless it is still the rollout's lease."""
         if kind not in DECISION_KINDS:
             raise ValueError(f"decision kind must be one of {sorted(DECISION_KINDS)}, got {kind!r}")
         if not accepted and not refusal_reason:
@@ -406,6 +416,8 @@ class StateStore:
                           created_at=utcnow(), comment=comment, analysis=analysis, accepted=bool(accepted),
                           refusal_reason=refusal_reason)
         with self.session() as s:
+            if lease is not None:
+                leases.fence(s, lease)
             self._require_rollout(s, rollout_id)
             s.add(row)
             s.flush()
@@ -501,10 +513,29 @@ class StateStore:
 
     # ---- audit log (see ebmops/core/state/audit.py for the hash chain) --------------------------------------
     def append_audit(self, kind: str, *, model: str | None = None, version: str | None = None,
-                     region: str | None = None, actor: str, payload: dict | None = None):
+                     region: str | None = None, actor: str, payload: dict | None = None,
+                     lease: "leases.Lease | None" = None):
+        """Append to the audit log; with ``lease`` (a driver's) in a transaction fenced by it."""
         from ebmops.core.state.audit import append
 
-        return append(self, kind, model=model, version=version, region=region, actor=actor, payload=payload)
+        target = self if lease is None else leases.FencedStore(self, lease)
+        return append(target, kind, model=model, version=version, region=region, actor=actor, payload=payload)
+
+    # ---- rollout leases (see ebmops/core/state/lease.py: one driver per rollout) ----------------------
+    def acquire_lease(self, rollout_id: str, *, ttl_s: float, now: datetime | None = None) -> "leases.Lease":
+        """Take the rollout's lease, or raise ``RolloutLeaseHeld`` naming the process that holds it."""
+        return leases.acquire(self, rollout_id, ttl_s=ttl_s, now=now)
+
+    def renew_lease(self, lease: "leases.Lease", *, now: datetime | None = None) -> "leases.Lease":
+        """Extend the lease; ``LeaseLost`` when another driver took the rollout over."""
+        return leases.renew(self, lease, now=now)
+
+    def release_lease(self, lease: "leases.Lease") -> bool:
+        return leases.release(self, lease)
+
+    def get_lease(self, rollout_id: str) -> "leases.LeaseRecord | None":
+        """The rollout's lease row (held when ``expires_at`` is in the future), None when never taken."""
+        return leases.current(self, rollout_id)
 
     def list_audit(self, *, model: str | None = None, limit: int = 50):
         from ebmops.core.state.audit import list_entries

@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from ebmops.core.data.schema import EVENT_ID, LABEL, REGION, FeatureSchema, assign_regions
-from ebmops.core.data.sources import load_dataset, read_table
+from ebmops.core.data.sources import read_table
 from ebmops.core.errors import ConfigError, ValidationFailed
 from ebmops.core.validation.gate import validate_or_quarantine
-from ebmops.core.validation.profile import ReferenceProfile, check_schema, load_or_create_reference, reference_path
+from ebmops.core.validation.profile import ReferenceProfile, check_schema, reference_path
 from ebmops.core.validation.suite import ValidationResult
 
 
@@ -66,8 +66,11 @@ def file_frame(raw: pd.DataFrame, dataset_name: str, settings) -> pd.DataFrame:
 def reference_for(dataset_name: str, settings) -> ReferenceProfile:
     """The dataset's reference profile; built from the configured dataset when there is none yet."""
     path = reference_path(settings, dataset_name)
-    if not path.is_file():
-        return load_or_create_reference(load_dataset(dataset_name, settings), settings)
+    if not path.is_file():  # built in one streamed pass: the dataset may be larger than memory
+        from ebmops.core.data.stream import open_source
+        from ebmops.core.validation.stream import reference_for_source
+
+        return reference_for_source(open_source(dataset_name, settings), settings)
     profile = ReferenceProfile.load(path)
     if dataset_name != "kdd99":
         src = _source(dataset_name, settings)

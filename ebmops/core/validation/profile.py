@@ -136,16 +136,24 @@ def load_or_create_reference(ds: Dataset, settings) -> ReferenceProfile:
     Creation is first-writer-wins: the new profile is written to a temp file and hard-linked
     into place, so two processes racing here end up using the same baseline.
     """
-    path = reference_path(settings, ds.name)
+    return adopt_reference(ds.name, ds.schema, settings,
+                           build=lambda: ReferenceProfile.from_frame(ds.frame, ds.schema, dataset=ds.name))
+
+
+def adopt_reference(dataset: str, schema: FeatureSchema, settings, *, build) -> ReferenceProfile:
+    """The saved reference of ``dataset`` (checked against ``schema``), else ``build()`` saved as it
+    (first writer wins; see :func:`load_or_create_reference`). A streamed source builds it from
+    the tallies of its validation pass."""
+    path = reference_path(settings, dataset)
     if path.is_file():
-        return check_schema(ReferenceProfile.load(path), ds.name, ds.schema, path)
-    profile = ReferenceProfile.from_frame(ds.frame, ds.schema, dataset=ds.name)
+        return check_schema(ReferenceProfile.load(path), dataset, schema, path)
+    profile = build()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _write_temp(path, profile.to_dict())
     try:
         os.link(tmp, path)
     except FileExistsError:
-        return check_schema(ReferenceProfile.load(path), ds.name, ds.schema, path)
+        return check_schema(ReferenceProfile.load(path), dataset, schema, path)
     except OSError:  # a filesystem without hard links: plain atomic rename
         os.replace(tmp, path)
     finally:

@@ -39,8 +39,11 @@ def _slug(text: str | None) -> str:
 
 
 def quarantine_batch(frame: pd.DataFrame, result: ValidationResult, *, quarantine_dir: Path, dataset: str,
-                     region: str | None) -> Path:
-    """Write the batch and its verdict into a new quarantine folder; return the folder."""
+                     region: str | None, sample_of: str | None = None) -> Path:
+    """Write the batch and its verdict into a new quarantine folder; return the folder.
+
+    ``sample_of`` names the streamed source when ``frame`` is only its seeded sample (a source
+    too large to copy): the summary says so, and the source stays where it is."""
     quarantine_dir = Path(quarantine_dir)
     quarantine_dir.mkdir(parents=True, exist_ok=True)
     now = datetime.now(timezone.utc)
@@ -49,10 +52,11 @@ def quarantine_batch(frame: pd.DataFrame, result: ValidationResult, *, quarantin
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; people inspect quarantines
         batch_file = _write_batch(frame, tmp)
         record = {"dataset": dataset, "region": region, "quarantined_at": now.isoformat(),
-                  "batch_file": batch_file, **result.to_dict()}
+                  "batch_file": batch_file, "sample_of": sample_of, **result.to_dict()}
         (tmp / RESULT_FILE).write_text(json.dumps(record, indent=2, allow_nan=False, default=str))
         (tmp / SUMMARY_FILE).write_text(summary_markdown(result, dataset=dataset, region=region, when=now,
-                                                         batch_file=batch_file))
+                                                         batch_file=batch_file, sample_of=sample_of,
+                                                         sample_rows=len(frame)))
         return _rename_into_place(tmp, quarantine_dir, f"{now:%Y%m%dT%H%M%S%fZ}-{_slug(dataset)}-{_slug(region)}")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -82,14 +86,18 @@ def _rename_into_place(tmp: Path, parent: Path, name: str) -> Path:
 
 
 def summary_markdown(result: ValidationResult, *, dataset: str, region: str | None, when: datetime,
-                     batch_file: str = BATCH_FILE) -> str:
+                     batch_file: str = BATCH_FILE, sample_of: str | None = None, sample_rows: int = 0) -> str:
     lines = [f"# Quarantined batch: {dataset} / {region or 'all regions'}", "",
              f"- dataset: {dataset}", f"- region: {region or 'all regions'}", f"- rows: {result.n_rows}",
              f"- quarantined at: {when.isoformat(timespec='seconds')}",
              f"- validated in: {result.seconds:.3f} s", f"- batch: `{batch_file}`"
              + (" (Parquet could not hold this batch; load it with pandas.read_pickle)"
                 if batch_file != BATCH_FILE else ""),
-             "", f"## Failed expectations ({len(result.failures)})", ""]
+             ]
+    if sample_of:
+        lines.append(f"- streamed source `{sample_of}`: `{batch_file}` holds a seeded sample of {sample_rows:,} of "
+                     f"its {result.n_rows:,} rows in this region; the counts below are exact")
+    lines += ["", f"## Failed expectations ({len(result.failures)})", ""]
     lines += [f"- {f['message']}" for f in result.failures]
     lines += ["", "## What next", "",
               f"Details are in `{RESULT_FILE}`. Nothing reads this folder back. To release the batch, fix the",

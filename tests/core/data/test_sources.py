@@ -47,7 +47,8 @@ def test_non_numeric_feature_is_refused(tmp_path):
 
 
 def test_unknown_dataset_lists_known(tmp_path):
-    with pytest.raises(ConfigError, match=r"dataset 'nope' is not known; use one of \['kdd99'\]"):
+    with pytest.raises(ConfigError, match=r"dataset 'nope' is not known; use one of \['kdd99', 'annthyroid', "
+                                          r"'covertype', 'pendigits', 'shuttle', 'wbc'\]"):
         load_dataset("nope", load_settings(home=tmp_path))
 
 
