@@ -192,6 +192,7 @@ EXPECTED = {
     "drift-monitor": ("flows.drift_monitor:drift_monitor", "local"),
     "hotfix": ("flows.hotfix:hotfix", "local"),
     "audit-checkpoint": ("flows.audit_checkpoint:audit_checkpoint", "local"),
+    "score": ("flows.score:score", "local"),
 }
 
 
@@ -238,7 +239,7 @@ def test_schedules():
             built = _schedule_config_to_deployment_schedule(dict(s))  # Prefect's own parser
             assert built["active"] is True, name
     on_demand = {n for n, d in _deployments().items() if not d.get("schedules")}
-    assert on_demand == {"train-local", "train-gpu", "gate", "rollout", "sync", "hotfix"}
+    assert on_demand == {"train-local", "train-gpu", "gate", "rollout", "sync", "hotfix", "score"}
 
 
 def test_hotfix_trigger_passes_the_event_payload():

@@ -360,3 +360,12 @@ def test_an_old_database_gets_the_mac_columns_and_keeps_its_records(state_url):
     finally:
         for s in stores:
             s.close()
+
+
+def test_a_drivers_fenced_append_is_macd_too(keyed):
+    # the rollout controller appends through its lease (lease.FencedStore): the store's key must reach it
+    rid = keyed.create_rollout(model_name="m", version="2", plan={"waves": [["us-east"]], "steps": [1.0]},
+                               stable_before={"us-east": "1"}, created_by="ana").id
+    lease = keyed.acquire_lease(rid, ttl_s=60)
+    rec = keyed.append_audit("promotion", model="m", actor="ebmops-rollout", lease=lease)
+    assert rec.mac_key_id == KEY.key_id and verify(keyed).ok
