@@ -36,6 +36,7 @@ def test_drift_to_hotfix_serving(benchmark, tmp_path):
     from ebmops.tools.replay import Replayer
     from ebmops.core.runtime import env_overrides
     from ebmops.core.settings import load_settings
+    from ebmops.services.authority import os_login, own_override
     from flows.sync import sync as sync_flow
     from flows.train import train as train_flow
     from registry import ModelRegistry
@@ -46,12 +47,14 @@ def test_drift_to_hotfix_serving(benchmark, tmp_path):
     if cached.exists():
         (home / "data" / "kdd99.parquet").symlink_to(cached)
     env = {**DEMO_ENV, "EBMOPS_HOME": str(home), "EBMOPS_SYNC__SIGNING_KEY": h.SIGNING_SECRET,
-           "EBMOPS_SERVING__BASE_PORT": str(h.free_port()), "EBMOPS_DATA__REGIONS": f'["{REGION}"]'}
+           "EBMOPS_SERVING__BASE_PORT": str(h.free_port()), "EBMOPS_DATA__REGIONS": f'["{REGION}"]',
+           "EBMOPS_ROLLOUT__ONCALL_ROSTER": json.dumps(["oncall", os_login()])}
     with env_overrides(env):
         settings = load_settings()
         res = train_flow(progress=False, run_gate=False)
         ModelRegistry.from_settings(settings).set_alias("champion", res["version"])
-        sync_flow(version=res["version"])
+        sync_flow(version=res["version"], override=own_override(  # an ungated baseline, as the operator
+            settings, version=res["version"], regions=[REGION], comment="drift bench baseline"))
         from ebmops.core.data import load_dataset
 
         x = load_dataset(settings.data.dataset, settings).features_array()

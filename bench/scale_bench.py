@@ -99,7 +99,7 @@ def _settings(data: Path, work: Path):
     feats = [c for c in pq.read_schema(next(data.rglob("*.parquet"))).names if c not in ("event_id", "label")]
     src = {"path": str(data), "features": feats, "label": "label", "event_id": "event_id"}
     return load_settings(home=work / "home", data={"sources": {"scale": src}, "dataset": "scale"},
-                         training={"epochs": 1, "device": "cpu"})
+                         training={"epochs": 1, "min_train_events": 0, "device": "cpu"})
 
 
 def _save_split(sp, path: Path) -> None:

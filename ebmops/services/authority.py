@@ -185,3 +185,13 @@ def check_override(settings: Settings, token: str | Mapping, *, action: str, mod
     if name not in settings.rollout.oncall_roster:
         raise SyncNotApproved(f"override: {name!r} is not on the on-call roster")
     return doc
+
+
+def own_override(settings: Settings, *, version: str, regions: Sequence[str], comment: str,
+                 model: str | None = None) -> str:
+    """A sync override made by this process's operator (who must be on the roster): for scripts and
+    benchmarks that call the ``sync`` flow in-process, as ``ebmops sync --override`` does."""
+    operator = resolve_operator(settings)
+    require_roster(settings, None, operator, f"override a sync of v{version}", model=model or "")
+    return override_token(settings, operator, action="sync", model=model or settings.registry.model_name,
+                          version=version, regions=regions, comment=comment, ttl_s=600)

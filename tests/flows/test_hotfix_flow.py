@@ -4,6 +4,7 @@ on the region's recent events, gates on them and rolls out there (the demo's sce
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -22,6 +23,7 @@ def test_a_drifted_region_is_detected_hotfixed_and_serves_the_fix(prefect_server
     from ebmops.tools.localnodes import start_nodes
     from ebmops.tools.replay import Replayer
     from ebmops.core.settings import get_settings, load_settings
+    from ebmops.services.authority import os_login, own_override
     from ebmops.services.sync import regions_status
     from flows.sync import sync
     from flows.train import train
@@ -29,14 +31,17 @@ def test_a_drifted_region_is_detected_hotfixed_and_serves_the_fix(prefect_server
 
     for k, v in {"EBMOPS_SYNC__SIGNING_KEY": "h" * 40, "EBMOPS_SERVING__BASE_PORT": str(free_port_run(1)),
                  "EBMOPS_DATA__REGIONS": f'["{REGION}"]', "EBMOPS_ROLLOUT__STEPS": "[0.5, 1.0]",
-                 "EBMOPS_ROLLOUT__HOTFIX__BAKE_S": "2", "EBMOPS_ROLLOUT__ONCALL_ROSTER": '["oncall"]'}.items():
+                 "EBMOPS_ROLLOUT__HOTFIX__BAKE_S": "2",
+                 "EBMOPS_ROLLOUT__ONCALL_ROSTER": json.dumps(["oncall", os_login()])}.items():
         monkeypatch.setenv(k, v)
     get_settings.cache_clear()
     settings = load_settings()
     first = train(epochs=4, progress=False, run_gate=False)
     reg = ModelRegistry.from_settings(settings)
     reg.set_alias("champion", first["version"])
-    sync(version=first["version"])
+    # an ungated baseline: published with this test's own (roster member's) override
+    sync(version=first["version"], override=own_override(settings, version=first["version"], regions=[REGION],
+                                                         comment="ungated baseline of the test"))
     x = kdd99.features_array(kdd99.frame[kdd99.frame["label"] == 0])  # normal traffic, as the demo
     with start_nodes(settings, wait_ready=True) as nodes:
         with Replayer({REGION: nodes.nodes[REGION].url}, x, batch=32, rate=40) as replay:

@@ -106,8 +106,6 @@ def test_a_source_larger_than_the_memory_budget_scores_in_bounded_memory(setup, 
     assert len(pd.read_parquet(tmp_path / "out", columns=["energy"])) == 720000
 
 
-@pytest.mark.xfail(strict=True, reason="the stream reader (ebmops/core/data/stream.py) reads a Parquet partition "
-                                       "with pre_buffer on: every selected column chunk of the file at once")
 def test_one_partition_larger_than_the_memory_budget_scores_in_bounded_memory(setup, tmp_path):
     source = write_source(tmp_path / "one", partitions=1, rows=480000, seed=4, row_group=4000)
     streamed = _peak(setup, source, tmp_path / "out", 8, "score")

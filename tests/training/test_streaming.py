@@ -72,32 +72,54 @@ def test_stream_training_is_deterministic_and_learns(events):
     assert detection_metrics(score(a.model, sp.x_test), sp.y_test)["auroc"] > 0.95
 
 
-def test_resume_from_a_mid_epoch_checkpoint_equals_a_straight_run(events, tmp_path, monkeypatch):
-    """In-process variant of the kill test: stop after a window's checkpoint, then resume."""
+def _interrupted_then_resumed(src, sp, cfg, ckpt, monkeypatch, *, windows_before_stop=5):
+    """Train until ``windows_before_stop`` windows are done (KeyboardInterrupt in the next one), check
+    the checkpoint left is mid-epoch, then resume to the end."""
     import training.stream_trainer as st
-
-    cfg = small_cfg(epochs=2)
-    src = _source(events)
-    sp = prepare(src, cfg, _sizes())
-    straight = train_stream(src, sp, cfg, shuffle_rows=400, progress=False)
 
     real, calls = st._train_window, []
 
     def stop_mid_epoch(*args, **kwargs):
-        if len(calls) == 5:  # epoch 2, mid-way: the 6th window never trains
+        if len(calls) == windows_before_stop:
             raise KeyboardInterrupt
         calls.append(1)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(st, "_train_window", stop_mid_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train_stream(src, sp, cfg, shuffle_rows=400, checkpoint_dir=tmp_path, progress=False)
-    state = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
-    assert state["epoch"] == 1 and state["cursor"] is not None  # stopped mid-epoch
+        train_stream(src, sp, cfg, shuffle_rows=400, checkpoint_dir=ckpt, progress=False)
+    state = torch.load(ckpt / CHECKPOINT_NAME, weights_only=True, map_location="cpu")
+    assert state["epoch"] == 1 and state["cursor"] is not None  # stopped mid-epoch (epoch 2)
     monkeypatch.setattr(st, "_train_window", real)
-    resumed = train_stream(src, sp, cfg, shuffle_rows=400, checkpoint_dir=tmp_path, progress=False)
+    return train_stream(src, sp, cfg, shuffle_rows=400, checkpoint_dir=ckpt, progress=False)
+
+
+def test_resume_from_a_mid_epoch_checkpoint_equals_a_straight_run(events, tmp_path, monkeypatch):
+    """In-process variant of the kill test: stop after a window's checkpoint, then resume."""
+    cfg = small_cfg(epochs=2)
+    src = _source(events)
+    sp = prepare(src, cfg, _sizes())
+    straight = train_stream(src, sp, cfg, shuffle_rows=400, progress=False)
+    resumed = _interrupted_then_resumed(src, sp, cfg, tmp_path, monkeypatch)
     assert same_weights(resumed.model, straight.model) and resumed.loss_history == straight.loss_history
     assert "resumed in epoch 2 at window" in resumed.message
 
     with pytest.raises(ConfigError, match="different training run"):  # another buffer size: other windows
         train_stream(src, sp, cfg, shuffle_rows=300, checkpoint_dir=tmp_path, progress=False)
+
+
+@pytest.mark.gpu
+def test_stream_training_on_cuda_with_mixed_precision_resumes_mid_epoch(events, tmp_path, monkeypatch):
+    from training import detection_metrics, score
+
+    cfg = small_cfg(device="cuda", amp=True, epochs=2)
+    src = _source(events)
+    sp = prepare(src, cfg, _sizes())
+    straight = train_stream(src, sp, cfg, shuffle_rows=400, progress=False)
+    assert straight.device == "cuda" and straight.amp is True and straight.model.mean.device.type == "cpu"
+    resumed = _interrupted_then_resumed(src, sp, cfg, tmp_path, monkeypatch)
+    assert resumed.device == "cuda" and resumed.epochs_completed == 2 and "resumed in epoch 2" in resumed.message
+    energies = score(resumed.model, sp.x_test)
+    assert np.isfinite(energies).all() and detection_metrics(energies, sp.y_test)["auroc"] > 0.95
+    # the same windows, generators and states on the same GPU: the same weights
+    assert same_weights(resumed.model, straight.model)

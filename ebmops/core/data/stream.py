@@ -244,7 +244,7 @@ class StreamSource:
         unread = set(part.hive) | (set() if regions else {self.columns.get(REGION)})
         wanted = [c for c in self._wanted() if c not in unread]
         if part.format == "parquet":
-            pf = pq.ParquetFile(self.filesystem.open_input_file(part.path))
+            pf = pq.ParquetFile(self.filesystem.open_input_file(part.path), pre_buffer=False)  # one row group at a time, not every column chunk of the file
             md = pf.metadata
             groups, before = [], 0
             for g in range(md.num_row_groups):
