@@ -76,7 +76,7 @@ def stack(tmp_path_factory, data_home, kdd99):
             ds = train_steps.load(settings)
             part = train_steps.split(ds, settings)
             key = train_steps.run_key(ds, settings)
-            cand = train_steps.finalize(train_steps.fit(part, settings, key, progress=False), part, settings, key)
+            cand = train_steps.finalize(train_steps.fit(ds, part, settings, key, progress=False), part, settings, key)
             v1 = train_steps.register(cand, {}, ds, settings, summary_md="# v1\n").version
             v2 = train_steps.register(cand, {}, ds, settings, summary_md="# v2\n").version
             ModelRegistry.from_settings(settings).set_alias("champion", v1)
