@@ -72,7 +72,8 @@ class Bucket:
         if level > self.capacity:
             level = self.capacity
         self.t = now
-        if level < 1.0:
+        if level < 1.0 - 1e-9:  # tolerance: a client that waits exactly the advised time is admitted, whatever
+            # rounding the float monotonic clock adds (1.51 s after t can come out as 1.5099999999 s)
             self.level = level
             return (1.0 - level) / self.rate
         self.level = level - n

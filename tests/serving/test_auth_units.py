@@ -30,6 +30,16 @@ def test_an_event_bucket_admits_one_large_request_while_positive_and_then_owes()
     assert b.take(1, t + 1.51) == 0.0
 
 
+@pytest.mark.parametrize("t0", [0.0, 17421.8498049, 1e6 + 0.1])
+def test_waiting_exactly_the_advised_time_is_admitted_whatever_the_clock_reads(t0):
+    b = Bucket(rate=100.0, burst_s=1.0)
+    b.t = t0  # monotonic readings are large floats: t0 + 1.51 - t0 is not exactly 1.51
+    assert b.take(250, t0) == 0.0
+    wait = b.take(1, t0 + 1.0)
+    assert wait == pytest.approx(0.51)
+    assert b.take(1, t0 + 1.0 + wait) == 0.0
+
+
 def test_scopes_by_path():
     cfg = AuthSettings()
     assert [scope_of(p, cfg) for p in ("/score", "/stats", "/recent", "/v1/models", "/admin/reload", "/nope")] == \
