@@ -5,7 +5,6 @@ on the region's recent events, gates on them and rolls out there (the demo's sce
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -19,6 +18,7 @@ REGION = "eu-west"
 
 def test_a_drifted_region_is_detected_hotfixed_and_serves_the_fix(prefect_server, flow_env, monkeypatch, kdd99):
     from ebmops.core.state.audit import verify
+    from ebmops.core.waiting import wait_until
     from ebmops.tools.demo import drift_scenario
     from ebmops.tools.localnodes import start_nodes
     from ebmops.tools.replay import Replayer
@@ -45,7 +45,8 @@ def test_a_drifted_region_is_detected_hotfixed_and_serves_the_fix(prefect_server
     x = kdd99.features_array(kdd99.frame[kdd99.frame["label"] == 0])  # normal traffic, as the demo
     with start_nodes(settings, wait_ready=True) as nodes:
         with Replayer({REGION: nodes.nodes[REGION].url}, x, batch=32, rate=40) as replay:
-            time.sleep(3)
+            # the node's recent window holds normal traffic before the drift starts
+            wait_until(lambda: replay.traffic[REGION].events >= 2000, timeout_s=60, what="2000 replayed events")
             out = drift_scenario(settings, replay, region=REGION, approver="oncall")
             assert replay.traffic[REGION].errors == 0, replay.traffic[REGION].last_error
         assert out["breach_detected_s"] is not None and out["delta"] >= settings.drift.hotfix_delta
