@@ -25,11 +25,12 @@ those answers closes the connection, so the unread rest costs nothing.
 
 Bodies are parsed from bytes with orjson and answered with orjson: pydantic request models
 would cost more than scoring a 1-event request. For the same reason ``POST /score`` does not go
-through FastAPI at all: ``NodeApp`` (a FastAPI subclass) answers exactly that method and path (and
-``POST /v1/models/{model}/score``) as a bare ASGI handler before Starlette's middleware and routing (about 40 % of a 1-event request's
-CPU), and hands every other request, other methods on /score included, to FastAPI, whose /score
-route stays registered (it answers 405 for other methods, and serves POST /score should the app
-be mounted under a prefix). Both paths run ``Node.handle_score``: same statuses, bodies, metrics.
+through FastAPI at all: ``NodeApp`` (a FastAPI subclass) answers exactly that method and path,
+and ``POST /v1/models/{model}/score``, as a bare ASGI handler before Starlette's middleware and
+routing (about 40 % of a 1-event request's CPU), and hands every other request, other methods on
+/score included, to FastAPI, whose score routes stay registered (they answer 405 for other methods,
+and serve POST should the app be mounted under a prefix). Both paths run
+``ModelServer.handle_score``: same statuses, bodies, metrics.
 ``/score`` takes a JSON body or, with ``Content-Type: application/x-ebmops-f32``, raw float32 rows
 (serving.payload); both become one ``ScoreRequest`` and are scored, counted and recorded alike. A
 request that sends ``Accept: application/x-ebmops-f32`` gets the energies as float32 bytes when one
@@ -149,7 +150,8 @@ class ModelServer:
         self.checked = False  # one reconcile has run to its end (applied, refused or nothing desired): warmed up
         self._rng = np.random.default_rng()
         self._requests_by_status: dict[int, Any] = {}  # labelled children, looked up once
-        self._events_by_version: dict[str, Any] = {}
+        self._events_by_version: dict[str, tuple[Any, tuple[str, str]]] = {}  # counter, histogram key
+        self._energies = node.node_metrics.energies
 
     def reconcile(self) -> ReconcileResult:
         """One reconcile of this model (blocking; the node runs it in its reconcile thread)."""
@@ -274,13 +276,15 @@ class ModelServer:
         return anomaly
 
     def _record_version(self, model: LoadedModel, e: np.ndarray, flags: np.ndarray, latency_ms: float) -> None:
-        counter = self._events_by_version.get(model.version)
-        if counter is None:
+        cached = self._events_by_version.get(model.version)
+        if cached is None:
             if len(self._events_by_version) > 64:  # bounded: versions come and go over a node's life
                 self._events_by_version.clear()
-            counter = self._events_by_version[model.version] = self.metrics.events.labels(version=model.version)
+            cached = self._events_by_version[model.version] = (self.metrics.events.labels(version=model.version),
+                                                               (self.name, model.version))
+        counter, key = cached
         counter.inc(len(e))
-        bad = self.metrics.energies.observe(model.version, e)
+        bad = self._energies.observe(key, e)  # the node's histograms, keyed (model, version)
         self.stats.record(model.version, latency_ms, e, int(np.count_nonzero(flags)), model.threshold)
         if bad:
             self.metrics.errors.labels(kind="non-finite-energy").inc(bad)
