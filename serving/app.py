@@ -7,7 +7,7 @@ metrics (label ``model``) and warm-up; a refused document or bundle of one never
     POST /score                     the default model: energies, anomaly flags, serving version of each event
     POST /v1/models/{model}/score   the same for ``model``
     GET  /healthz                   the process is alive
-    GET  /readyz                    200 once no model is warming up and one serves; lists every model
+    GET  /readyz                    200 once the models found at start warmed up and one serves; lists each
     GET  /metrics                   Prometheus text (the app's own registry)
     GET  /stats, /v1/models/{model}/stats     what is served, the latest refusal, recent latencies and
                                     energies per version (default model, or ``model``)
@@ -350,6 +350,7 @@ class Node:
         # replaced whole, never changed in place: readers on the event loop iterate it while the reconcile
         # thread adds a model
         self.models: dict[str, ModelServer] = {}
+        self._was_ready = False  # every model found at start has warmed up and one served
         self.node_metrics.registry.register(EnergyShift(self.energy_shifts))
         self._add_model(self.default_model)
         for name in trusted_models(settings.node_install_dir(region)):  # what it trusted before a restart: its
@@ -509,9 +510,15 @@ class Node:
                 for version, delta in server.energy_shifts().items()}
 
     def ready(self) -> bool:
-        """No model still warming up, and at least one serves."""
+        """At least one model serves, and no model is still warming up, until the node has been ready
+        once: a model synced later warms up while the others go on serving (its own entry says
+        ``warming_up``); readiness flipping then would take every replica out of its Service at once."""
         models = list(self.models.values())
-        return all(m.checked for m in models) and any(m.state.serving is not None for m in models)
+        if not any(m.state.serving is not None for m in models):
+            return False
+        if not self._was_ready:
+            self._was_ready = all(m.checked for m in models)
+        return self._was_ready
 
     def describe(self) -> dict[str, Any]:
         """The default model's description (the body ``/stats`` and ``/readyz`` have always had)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -230,7 +231,7 @@ def test_serving_models_limits_what_a_node_serves(tmp_path, store, key, node_fac
         assert n.client.get(f"/v1/models/{DNS}").status_code == 404
 
 
-def test_no_model_is_ready_while_one_is_still_warming_up(node_settings, store, key, two_models):
+def test_no_model_is_ready_while_one_is_still_warming_up(node_settings, store, key, two_models, tmp_path):
     from serving.app import Node
 
     node = Node(node_settings, REGION, store, key)
@@ -242,6 +243,15 @@ def test_no_model_is_ready_while_one_is_still_warming_up(node_settings, store, k
     assert node.ready()
     readiness = node.readiness()
     assert readiness["ready"] and readiness["models"][DNS]["stable_version"] == "1"
+    # once ready, a model synced later warms up while the others serve: the replica stays in its Service
+    publish_bundle(store, tmp_path / "models" / "dns-v1.pt", model_name="auth-logs", version="1",
+                   features=DNS_FEATURES, threshold=DNS_THRESHOLD, gate_verdict="pass", key=key)
+    write_desired(store, next_desired(None, "auth-logs", stable_version="1"), key)
+    assert node.discover() == ["auth-logs"]
+    assert node.ready() and node.readiness()["models"]["auth-logs"]["warming_up"] is True
+    node.models["auth-logs"].reconcile()
+    assert node.readiness()["models"]["auth-logs"] == {**node.readiness()["models"]["auth-logs"], "ready": True,
+                                                       "warming_up": False, "stable_version": "1"}
 
 
 def test_a_model_this_node_trusted_before_a_restart_is_served_even_when_the_store_lost_it(node_settings, store,
@@ -316,3 +326,23 @@ def test_the_control_plane_addresses_the_model_its_settings_name(tmp_path, node_
         rep = node_reports(other, [REGION])[REGION]
         assert rep.reachable and rep.stable_version is None and "not served" in rep.last_error
         assert generation_floors(other, [REGION]) == {REGION: 0}
+
+
+def test_the_poll_loop_picks_up_a_model_synced_later(tmp_path, store, key, node_factory):
+    publish(store, key, tmp_path, "1")
+    set_desired(store, key, "1")
+    settings = load_settings(home=tmp_path / "home", serving={"poll_interval_s": 0.1})
+    with node_factory(settings=settings) as n:
+        n.wait_ready()
+        publish_dns(store, key, tmp_path, "1")
+        desire_dns(store, key, "1")
+        deadline = time.monotonic() + 20
+        while n.client.get(f"/v1/models/{DNS}").status_code == 404:
+            assert time.monotonic() < deadline, "the poll loop did not find the new model"
+            time.sleep(0.05)
+        while not n.client.get(f"/v1/models/{DNS}").json()["ready"]:
+            assert time.monotonic() < deadline, "the new model did not load"
+            time.sleep(0.05)
+        assert n.client.get("/readyz").status_code == 200
+        r = n.client.post(f"/v1/models/{DNS}/score", json={"events": dns_events(2).tolist()})
+        assert r.status_code == 200 and r.json()["versions"] == ["1", "1"]
