@@ -353,9 +353,11 @@ class Node:
         self._was_ready = False  # every model found at start has warmed up and one served
         self.node_metrics.registry.register(EnergyShift(self.energy_shifts))
         self._add_model(self.default_model)
-        for name in trusted_models(settings.node_install_dir(region)):  # what it trusted before a restart: its
-            if re.match(NAME_PATTERN, name) and self._wanted(name) and name not in self.models:      # floor holds, even if the store lost the model
+        # what it trusted before a restart is served again: its floor holds even if the store lost the model
+        for name in trusted_models(settings.node_install_dir(region)):
+            if re.match(NAME_PATTERN, name) and self._wanted(name) and name not in self.models:
                 self._add_model(name)
+        self._list_failed = False
         self._reconcile_pool: ThreadPoolExecutor | None = None
         self._poll_task: asyncio.Task | None = None
         self._tokens_task: asyncio.Task | None = None
@@ -409,8 +411,11 @@ class Node:
         try:
             keys = self.store.list(DESIRED_PREFIX)
         except StoreError as e:
-            log.warning("%s: cannot list the models in %s: %s", self.region, self.store.description, e)
+            (log.debug if self._list_failed else log.warning)("%s: cannot list the models in %s: %s", self.region,
+                                                              self.store.description, e)
+            self._list_failed = True
             return []
+        self._list_failed = False
         added = []
         for k in keys:
             name = k[len(DESIRED_PREFIX):]

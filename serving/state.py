@@ -25,7 +25,7 @@ from ebmops.core.errors import BundleError, DesiredStateError, StoreError
 from registry.desired_state import DesiredState, read_desired
 from registry.objectstore.base import ObjectStore
 from registry.signing import SigningKey
-from serving.metrics import NodeMetrics
+from serving.metrics import ModelMetrics
 from serving.model import LoadedModel, load_installed, load_verified
 from serving.trust import Trusted, load_trusted, record_trusted
 
@@ -125,7 +125,7 @@ class Reconciler:
     poll loop and ``/admin/reload`` never load the same version twice concurrently."""
 
     def __init__(self, state: NodeState, store: ObjectStore, key: SigningKey, *, install_dir: Path,
-                 cache_dir: Path | None = None, metrics: NodeMetrics | None = None, loader: Loader | None = None):
+                 cache_dir: Path | None = None, metrics: ModelMetrics | None = None, loader: Loader | None = None):
         self.state = state
         self.store = store
         self.key = key

@@ -178,7 +178,11 @@ def test_a_refused_bundle_or_document_of_one_model_never_disturbs_another(node_f
         assert samples[("ebmops_node_model_load_failures_total", (("reason", "blob-hash-mismatch"),))] == 2
         assert samples[("ebmops_node_model_load_failures_total", (("reason", "bad-desired-state"),))] == 1
         assert samples[("ebmops_node_desired_generation", ())] == 1
+        # the default model's swaps (1 -> 2 -> 3) replaced its own loaded-version series only
+        assert samples[("ebmops_node_loaded_version_info", (("role", "stable"), ("version", "1")))] == 1
         default = metric_samples(n.client.get("/metrics").text)
+        assert [k for k in default if k[0] == "ebmops_node_loaded_version_info"] == \
+            [("ebmops_node_loaded_version_info", (("role", "stable"), ("version", "3")))]
         assert ("ebmops_node_model_load_failures_total", (("reason", "blob-hash-mismatch"),)) not in default
         assert default[("ebmops_node_desired_generation", ())] == 3
 
