@@ -830,11 +830,10 @@ def _routes(app: FastAPI, node: Node) -> None:
         data = []
         for name, server in servers:
             serving = server.state.serving
+            weights = _weights(serving)
             for v, r in (serving.roles() if serving else {}).items():
                 data.append({"id": f"{name}/{v}", "model": name, "version": v, "role": r,
-                             "generation": serving.generation,
-                             "weight": (serving.canary_weight if r == "canary" else 1.0 - (
-                                 serving.canary_weight if serving.canary else 0.0))})
+                             "generation": serving.generation, "weight": weights[v]})
         return json_response({"object": "list", "region": node.region, "default_model": node.default_model,
                               "models": [_model_entry(s) for _, s in servers], "data": data})
 
@@ -862,7 +861,17 @@ def _routes(app: FastAPI, node: Node) -> None:
         return json_response(body)
 
 
+def _weights(serving: Serving | None) -> dict[str, float]:
+    """Share of the model's traffic per served version."""
+    if serving is None:
+        return {}
+    if serving.canary is None:
+        return {serving.stable.version: 1.0}
+    return {serving.stable.version: 1.0 - serving.canary_weight, serving.canary.version: serving.canary_weight}
+
+
 def _model_entry(server: ModelServer) -> dict[str, Any]:
     d = server.describe()
-    return {k: d[k] for k in ("model", "ready", "warming_up", "generation", "stable_version", "canary_version",
-                              "canary_weight", "features", "versions", "degraded", "last_error")}
+    return {**{k: d[k] for k in ("model", "ready", "warming_up", "generation", "stable_version", "canary_version",
+                                 "canary_weight", "features", "versions", "degraded", "last_error")},
+            "weights": _weights(server.state.serving)}

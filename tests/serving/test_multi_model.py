@@ -86,7 +86,7 @@ def test_two_models_of_different_widths_are_scored_side_by_side(node_factory, tw
         assert sorted((d["model"], d["version"], d["role"], d["weight"]) for d in listing["data"]) == \
             [(DNS, "1", "stable", 1.0), (MODEL, "1", "stable", 1.0)]
         one = n.client.get(f"/v1/models/{DNS}").json()
-        assert (one["model"], one["versions"], one["ready"]) == (DNS, {"1": "stable"}, True)
+        assert (one["model"], one["versions"], one["weights"], one["ready"]) == (DNS, {"1": "stable"}, {"1": 1.0}, True)
 
         dns_stats = n.client.get(f"/v1/models/{DNS}/stats").json()
         assert dns_stats["model"] == DNS and dns_stats["by_version"]["1"]["events"] == 207
@@ -350,3 +350,23 @@ def test_the_poll_loop_picks_up_a_model_synced_later(tmp_path, store, key, node_
         assert n.client.get("/readyz").status_code == 200
         r = n.client.post(f"/v1/models/{DNS}/score", json={"events": dns_events(2).tolist()})
         assert r.status_code == 200 and r.json()["versions"] == ["1", "1"]
+
+
+def test_each_model_has_its_own_canary_split_salted_with_its_name(node_factory, two_models, store, key, tmp_path):
+    from serving.router import bucket
+
+    publish_dns(store, key, tmp_path, "2")
+    write_desired(store, next_desired(read_desired(store, DNS, key), DNS, stable_version="1", canary_version="2",
+                                      canary_weight=0.5), key)
+    keys = [f"host-{i}" for i in range(40)]
+    with node_factory() as n:
+        n.wait_ready()
+        r = n.client.post(f"/v1/models/{DNS}/score", json={"events": dns_events(40).tolist(), "keys": keys})
+        assert r.json()["versions"] == ["2" if bucket(k, DNS) < 0.5 else "1" for k in keys]
+        assert 0 < r.json()["versions"].count("2") < 40  # both versions seen: the test can tell them apart
+        default = n.score(np.zeros((40, len(FEATURES)), np.float32), keys=keys).json()
+        assert default["versions"] == ["1"] * 40  # the default model has no canary
+        listing = {m["model"]: m for m in n.client.get("/v1/models").json()["models"]}
+        assert listing[DNS]["weights"] == {"1": 0.5, "2": 0.5} and listing[MODEL]["weights"] == {"1": 1.0}
+        by_version = n.client.get(f"/v1/models/{DNS}/stats").json()["by_version"]
+        assert by_version["1"]["events"] + by_version["2"]["events"] == 40
