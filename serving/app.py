@@ -1,13 +1,20 @@
-"""The node's HTTP surface (FastAPI).
+"""The node's HTTP surface (FastAPI). One node process serves every model of its region: the
+default model (settings.registry.model_name) always, and each model whose signed desired state is in
+the region's store (``desired/<model>.json``, listed on every poll and reload; serving.models, when
+set, limits which). Each model has its own state, reconciler, canary split, stats, recent events,
+metrics (label ``model``) and warm-up; a refused document or bundle of one never touches another.
 
-    POST /score          energies, anomaly flags and serving version of each event
-    GET  /healthz        the process is alive
-    GET  /readyz         200 once a verified, warmed-up model serves; 503 before
-    GET  /metrics        Prometheus text (the app's own registry)
-    GET  /stats          what is served, the latest refusal, recent latencies and energies per version
-    GET  /recent         the newest kept events and their energies (drift reports, hotfixes)
-    GET  /v1/models      the served versions and their roles
-    POST /admin/reload   reconcile with the desired state now
+    POST /score                     the default model: energies, anomaly flags, serving version of each event
+    POST /v1/models/{model}/score   the same for ``model``
+    GET  /healthz                   the process is alive
+    GET  /readyz                    200 once the models found at start warmed up and one serves; lists each
+    GET  /metrics                   Prometheus text (the app's own registry)
+    GET  /stats, /v1/models/{model}/stats     what is served, the latest refusal, recent latencies and
+                                    energies per version (default model, or ``model``)
+    GET  /recent, /v1/models/{model}/recent   the newest kept events and their energies (drift, hotfixes)
+    GET  /v1/models                 every model: versions, roles, weights, features, ready
+    GET  /v1/models/{model}         one of them; an unknown model is a 404 naming the served ones
+    POST /admin/reload              reconcile every model now (``?model=`` one)
 
 With tokens configured (serving.auth, see serving/auth.py) every request but the public probes
 needs a bearer token with the path's scope, checked in ``NodeApp.__call__`` before any routing,
@@ -18,11 +25,12 @@ those answers closes the connection, so the unread rest costs nothing.
 
 Bodies are parsed from bytes with orjson and answered with orjson: pydantic request models
 would cost more than scoring a 1-event request. For the same reason ``POST /score`` does not go
-through FastAPI at all: ``NodeApp`` (a FastAPI subclass) answers exactly that method and path as
-a bare ASGI handler before Starlette's middleware and routing (about 40 % of a 1-event request's
-CPU), and hands every other request, other methods on /score included, to FastAPI, whose /score
-route stays registered (it answers 405 for other methods, and serves POST /score should the app
-be mounted under a prefix). Both paths run ``Node.handle_score``: same statuses, bodies, metrics.
+through FastAPI at all: ``NodeApp`` (a FastAPI subclass) answers exactly that method and path,
+and ``POST /v1/models/{model}/score``, as a bare ASGI handler before Starlette's middleware and
+routing (about 40 % of a 1-event request's CPU), and hands every other request, other methods on
+/score included, to FastAPI, whose score routes stay registered (they answer 405 for other methods,
+and serve POST should the app be mounted under a prefix). Both paths run
+``ModelServer.handle_score``: same statuses, bodies, metrics.
 ``/score`` takes a JSON body or, with ``Content-Type: application/x-ebmops-f32``, raw float32 rows
 (serving.payload); both become one ``ScoreRequest`` and are scored, counted and recorded alike. A
 request that sends ``Accept: application/x-ebmops-f32`` gets the energies as float32 bytes when one
@@ -35,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -46,8 +55,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
-from ebmops.core.errors import ConfigError
+from ebmops.core.errors import ConfigError, StoreError
 from ebmops.core.settings import REGION_NAME_PATTERN, Settings
+from registry.manifest import NAME_PATTERN
 from registry.objectstore.base import ObjectStore
 from registry.signing import SigningKey
 from serving.auth import Client, Denial, TokenGuard, scope_of
@@ -58,11 +68,13 @@ from serving.recent import RecentEvents
 from serving.model import LoadedModel
 from serving.payload import F32, InputError, parse_request
 from serving.router import route, route_random
-from serving.state import NodeState, Reconciler, ReconcileResult, Serving, is_refusal_of_bundle
+from serving.trust import trusted_models
+from serving.state import NodeState, Reconciler, ReconcileResult, Refusal, Serving, is_refusal_of_bundle
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
 SCORE_PATH = "/score"
+DESIRED_PREFIX = "desired/"  # registry.desired_state.desired_key(model) is desired/<model>.json
 # A request of at most this many events that finds the micro-batcher idle is scored on the event
 # loop (MicroBatcher.inline_max_events): cheaper than the thread hand-overs for tiny batches.
 INLINE_MAX_EVENTS = 8
@@ -99,90 +111,60 @@ class Reply(NamedTuple):
 
 
 MIN_SHIFT_EVENTS = 100  # fewer recent energies give a Δ too noisy to export
+MODELS_PREFIX = "/v1/models/"
 
 
-class Node:
-    """Everything one node holds: state, reconciler, batcher, metrics. The app's routes are thin
-    wrappers around it, which keeps it usable without HTTP in tests."""
+class UnknownModel(LookupError):
+    """A path names a model this node does not serve."""
 
-    def __init__(self, settings: Settings, region: str, store: ObjectStore, key: SigningKey):
-        self.settings = settings
-        self.cfg = settings.serving
-        self.region = region
-        self.state = NodeState(region, settings.registry.model_name)
-        self.metrics = NodeMetrics(region, settings.registry.model_name)
-        self.stats = RecentStats(self.cfg.stats_window)
-        self.recent = RecentEvents(self.cfg.recent_events, self.cfg.recent_keep_every) \
-            if self.cfg.recent_events else None
-        self.metrics.registry.register(EnergyShift(self.energy_shifts))
-        self.reconciler = Reconciler(self.state, store, key, install_dir=settings.node_install_dir(region),
-                                     cache_dir=settings.blob_cache_dir, metrics=self.metrics)
-        self.batcher = MicroBatcher(max_events=self.cfg.micro_batch_max_events, wait_ms=self.cfg.micro_batch_wait_ms,
-                                    inline_max_events=INLINE_MAX_EVENTS,
-                                    on_batch=lambda _v, n: self.metrics.batch_events.observe(n))
-        self._reconcile_pool: ThreadPoolExecutor | None = None
-        self._poll_task: asyncio.Task | None = None
+    def __init__(self, model: str, served: list[str]):
+        super().__init__(model)
+        self.model, self.served = model, served
+
+    def reply(self) -> "Reply":
+        return Reply.json({"error": "unknown model", "field": "model", "model": self.model, "served": self.served,
+                           "reason": f"this node serves no model {self.model!r}; it serves "
+                                     f"{', '.join(self.served) or 'none yet'} (a model is served once its desired "
+                                     "state is in the region's store, and serving.models, when set, names it)"}, 404)
+
+
+class ModelServer:
+    """One model of a node: its state and reconciler, its recent stats and events, its metrics; the
+    scoring of its requests. Nothing in it touches another model's."""
+
+    def __init__(self, node: "Node", name: str):
+        cfg = node.cfg
+        self.node = node
+        self.name = name
+        self.region = node.region
+        self.cfg = cfg
+        self.state = NodeState(node.region, name)
+        self.metrics = node.node_metrics.model(name)
+        self.stats = RecentStats(cfg.stats_window)
+        self.recent = RecentEvents(cfg.recent_events, cfg.recent_keep_every) if cfg.recent_events else None
+        self.reconciler = Reconciler(self.state, node.store, node.key,
+                                     install_dir=node.settings.node_install_dir(node.region),
+                                     cache_dir=node.settings.blob_cache_dir, metrics=self.metrics)
+        self.batcher = node.batcher
+        self.guard = node.guard
+        self.checked = False  # one reconcile has run to its end (applied, refused or nothing desired): warmed up
         self._rng = np.random.default_rng()
         self._requests_by_status: dict[int, Any] = {}  # labelled children, looked up once
-        self._events_by_version: dict[str, Any] = {}
-        self.guard = TokenGuard(self.cfg.auth, self.metrics, region)
-        self.bodies = BodyDeadlines(self.cfg.body_timeout_s)
-        self._tokens_task: asyncio.Task | None = None
+        self._events_by_version: dict[str, tuple[Any, tuple[str, str]]] = {}  # counter, histogram key
+        self._energies = node.node_metrics.energies
 
-    # ---- lifecycle ------------------------------------------------------------------------
-    async def start(self) -> None:
-        await self.batcher.start()
-        self._reconcile_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ebm-reconcile")
-        self._poll_task = asyncio.create_task(self._poll(), name="ebm-reconcile-poll")
-        if self.cfg.auth.tokens_file is not None:
-            self._tokens_task = asyncio.create_task(self._watch_tokens(), name="ebm-tokens-watch")
-        self.bodies.start()
-
-    async def stop(self) -> None:
-        for task in (self._poll_task, self._tokens_task):
-            if task is None:
-                continue
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
-        await self.bodies.stop()
-        await self.batcher.stop()
-        if self._reconcile_pool is not None:
-            self._reconcile_pool.shutdown(wait=False, cancel_futures=True)
-
-    async def reconcile(self) -> ReconcileResult:
-        """One reconcile in the reconcile thread (verification and model loading block)."""
-        assert self._reconcile_pool is not None
-        return await asyncio.get_running_loop().run_in_executor(self._reconcile_pool, self.reconciler.reconcile)
-
-    async def _poll(self) -> None:
-        while True:
-            try:
-                await self.reconcile()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - the poll loop must survive anything
-                log.exception("%s: reconcile failed unexpectedly", self.region)
-                self.metrics.errors.labels(kind="reconcile").inc()
-            await asyncio.sleep(self.cfg.poll_interval_s)
-
-    async def _watch_tokens(self) -> None:
-        """Re-read the tokens file when it changes: rotation without a restart."""
-        while True:
-            await asyncio.sleep(self.cfg.auth.reload_s)
-            try:
-                if self.guard.reload():
-                    note(log, logging.INFO, "tokens reloaded", region=self.region, model=self.state.model_name)
-            except Exception:  # noqa: BLE001 - a bad file keeps the current tokens
-                log.exception("%s: token reload failed", self.region)
+    def reconcile(self) -> ReconcileResult:
+        """One reconcile of this model (blocking; the node runs it in its reconcile thread)."""
+        try:
+            return self.reconciler.reconcile()
+        finally:
+            self.checked = True
 
     # ---- scoring --------------------------------------------------------------------------
     async def handle_score(self, read_body: Callable[[], Awaitable[bytes]], content_type: str | None = None,
                            accept: str | None = None, admit: Client | None = None,
                            request_id: str | None = None) -> Reply:
-        """One POST /score, whatever serves it: the reply, counted by status; never raises.
+        """One score request of this model, whatever serves it: the reply, counted by status; never raises.
         ``admit``: the client whose event bucket is charged once the request's events are counted."""
         t0 = time.perf_counter()
         try:
@@ -190,11 +172,11 @@ class Node:
         except InputError as e:  # the body itself was refused (too large, too slow): close, leave the rest unread
             self.metrics.errors.labels(kind="too-large" if e.status == 413 else "body-timeout").inc()
             note(log, logging.WARNING, f"/score body refused: {e.reason}", region=self.region,
-                 model=self.state.model_name, request_id=request_id, status=e.status)
+                 model=self.name, request_id=request_id, status=e.status)
             reply = Reply.json(e.body(), e.status, headers=(("Connection", "close"),))
         except Exception as e:  # noqa: BLE001 - counted and answered here, never a dropped connection
             serving = self.state.serving
-            note(log, logging.ERROR, "/score failed", exc_info=True, region=self.region, model=self.state.model_name,
+            note(log, logging.ERROR, "/score failed", exc_info=True, region=self.region, model=self.name,
                  version=serving.stable.version if serving else None,
                  generation=serving.generation if serving else None, request_id=request_id)
             self.metrics.errors.labels(kind="internal").inc()
@@ -209,15 +191,15 @@ class Node:
 
     async def score(self, raw: bytes, content_type: str | None = None, accept: str | None = None,
                     admit: Client | None = None) -> Reply:
-        """Score a /score body (JSON, or float32 rows when ``content_type`` is ``F32``)."""
+        """Score a score body (JSON, or float32 rows when ``content_type`` is ``F32``)."""
         serving = self.state.serving  # captured once: this request is served by this snapshot throughout
         if serving is None:
             self.metrics.errors.labels(kind="no-model").inc()
             err = self.state.last_error
             return Reply.json({"error": "no model loaded", "field": None,
-                               "reason": "the node has not loaded a verified model yet"
+                               "reason": f"the node has not loaded a verified version of {self.name} yet"
                                          + (f"; latest refusal: {err.message}" if err else ""),
-                               "region": self.region}, 503, headers=(("Retry-After", "1"),))
+                               "region": self.region, "model": self.name}, 503, headers=(("Retry-After", "1"),))
         t0 = time.perf_counter()
         schema, positional = _schema(serving)
         try:
@@ -249,7 +231,7 @@ class Node:
             return None
         if keys is None:
             return route_random(n, serving.canary_weight, self._rng)
-        return route(keys, serving.canary_weight, salt=self.state.model_name, rng=self._rng)
+        return route(keys, serving.canary_weight, salt=self.name, rng=self._rng)
 
     async def _score_routed(self, serving: Serving, schema: list[str], x: np.ndarray,
                             canary_mask: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
@@ -294,13 +276,15 @@ class Node:
         return anomaly
 
     def _record_version(self, model: LoadedModel, e: np.ndarray, flags: np.ndarray, latency_ms: float) -> None:
-        counter = self._events_by_version.get(model.version)
-        if counter is None:
+        cached = self._events_by_version.get(model.version)
+        if cached is None:
             if len(self._events_by_version) > 64:  # bounded: versions come and go over a node's life
                 self._events_by_version.clear()
-            counter = self._events_by_version[model.version] = self.metrics.events.labels(version=model.version)
+            cached = self._events_by_version[model.version] = (self.metrics.events.labels(version=model.version),
+                                                               (self.name, model.version))
+        counter, key = cached
         counter.inc(len(e))
-        bad = self.metrics.energies.observe(model.version, e)
+        bad = self._energies.observe(key, e)  # the node's histograms, keyed (model, version)
         self.stats.record(model.version, latency_ms, e, int(np.count_nonzero(flags)), model.threshold)
         if bad:
             self.metrics.errors.labels(kind="non-finite-energy").inc(bad)
@@ -324,7 +308,8 @@ class Node:
         serving = self.state.serving
         err = self.state.last_error
         last = self.state.last_reconcile_at
-        return {"region": self.region, "model": self.state.model_name, "ready": serving is not None,
+        return {"region": self.region, "model": self.name, "ready": serving is not None,
+                "warming_up": not self.checked,  # not reconciled once yet: it may be about to serve
                 "generation": serving.generation if serving else None,
                 "stable_version": serving.stable.version if serving else None,
                 "canary_version": serving.canary.version if serving and serving.canary else None,
@@ -337,6 +322,223 @@ class Node:
                 # serving the last verified state from disk (store unreachable or its document refused): why
                 "degraded": self.state.degraded.as_dict() if self.state.degraded else None,
                 "last_reconcile_at": last.isoformat() if last else None}
+
+    def stats_body(self) -> dict[str, Any]:
+        return {**self.describe(), "stats_window": self.stats.window, "micro_batches": self.batcher.batches,
+                "by_version": self.stats.as_dict()}
+
+
+class Node:
+    """Everything one node holds: a ``ModelServer`` per model it serves (the default model,
+    settings.registry.model_name, always; every other model whose desired state is in the region's
+    store, limited to serving.models when set), the shared micro-batcher, token guard and metrics.
+    The app's routes are thin wrappers around it, which keeps it usable without HTTP in tests."""
+
+    def __init__(self, settings: Settings, region: str, store: ObjectStore, key: SigningKey):
+        self.settings = settings
+        self.cfg = settings.serving
+        self.region = region
+        self.store = store
+        self.key = key
+        self.default_model = settings.registry.model_name
+        self.node_metrics = NodeMetrics(region)
+        self.batcher = MicroBatcher(max_events=self.cfg.micro_batch_max_events, wait_ms=self.cfg.micro_batch_wait_ms,
+                                    inline_max_events=INLINE_MAX_EVENTS,
+                                    on_batch=lambda _v, n: self.node_metrics.batch_events.observe(n))
+        self.guard = TokenGuard(self.cfg.auth, self.node_metrics, region)
+        self.bodies = BodyDeadlines(self.cfg.body_timeout_s)
+        # replaced whole, never changed in place: readers on the event loop iterate it while the reconcile
+        # thread adds a model
+        self.models: dict[str, ModelServer] = {}
+        self._was_ready = False  # every model found at start has warmed up and one served
+        self.node_metrics.registry.register(EnergyShift(self.energy_shifts))
+        self._add_model(self.default_model)
+        # what it trusted before a restart is served again: its floor holds even if the store lost the model
+        for name in trusted_models(settings.node_install_dir(region)):
+            if re.match(NAME_PATTERN, name) and self._wanted(name) and name not in self.models:
+                self._add_model(name)
+        self._list_failed = False
+        self._reconcile_pool: ThreadPoolExecutor | None = None
+        self._poll_task: asyncio.Task | None = None
+        self._tokens_task: asyncio.Task | None = None
+
+    # ---- the default model (``/score``, ``/stats``, ``/recent``) ---------------------------------
+    @property
+    def default(self) -> ModelServer:
+        return self.models[self.default_model]
+
+    @property
+    def state(self) -> NodeState:
+        return self.default.state
+
+    @property
+    def metrics(self):
+        """The default model's metrics (``NodeMetrics.model``); ``node_metrics`` holds them all."""
+        return self.default.metrics
+
+    @property
+    def stats(self) -> RecentStats:
+        return self.default.stats
+
+    @property
+    def recent(self) -> RecentEvents | None:
+        return self.default.recent
+
+    @property
+    def reconciler(self) -> Reconciler:
+        return self.default.reconciler
+
+    def model(self, name: str) -> ModelServer:
+        """The server of model ``name``; UnknownModel when this node does not serve it."""
+        server = self.models.get(name)
+        if server is None:
+            raise UnknownModel(name, sorted(self.models))
+        return server
+
+    # ---- which models --------------------------------------------------------------------------
+    def _add_model(self, name: str) -> ModelServer:
+        server = ModelServer(self, name)
+        self.models = {**self.models, name: server}
+        return server
+
+    def _wanted(self, name: str) -> bool:
+        return self.cfg.models is None or name in self.cfg.models or name == self.default_model
+
+    def discover(self) -> list[str]:
+        """Add a server for every model with a desired state in the store (those serving.models names,
+        when set); returns the names added. A store that cannot be listed adds nothing: each model's
+        reconcile reports the store's error."""
+        try:
+            keys = self.store.list(DESIRED_PREFIX)
+        except StoreError as e:
+            (log.debug if self._list_failed else log.warning)("%s: cannot list the models in %s: %s", self.region,
+                                                              self.store.description, e)
+            self._list_failed = True
+            return []
+        self._list_failed = False
+        added = []
+        for k in keys:
+            name = k[len(DESIRED_PREFIX):]
+            if not name.endswith(".json"):
+                continue
+            name = name[:-len(".json")]
+            if "/" in name or not re.match(NAME_PATTERN, name) or name in self.models or not self._wanted(name):
+                continue
+            self._add_model(name)
+            added.append(name)
+            note(log, logging.INFO, f"model {name} found in the region's store: served from now on",
+                 region=self.region, model=name)
+        return added
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.batcher.start()
+        self._reconcile_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ebm-reconcile")
+        self._poll_task = asyncio.create_task(self._poll(), name="ebm-reconcile-poll")
+        if self.cfg.auth.tokens_file is not None:
+            self._tokens_task = asyncio.create_task(self._watch_tokens(), name="ebm-tokens-watch")
+        self.bodies.start()
+
+    async def stop(self) -> None:
+        for task in (self._poll_task, self._tokens_task):
+            if task is None:
+                continue
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        await self.bodies.stop()
+        await self.batcher.stop()
+        if self._reconcile_pool is not None:
+            self._reconcile_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def reconcile(self, model: str | None = None) -> dict[str, ReconcileResult]:
+        """Find new models, then reconcile ``model`` (UnknownModel if not served) or every model, in the
+        reconcile thread (verification and model loading block). A failure of one model's reconcile is
+        counted and logged and never keeps another's from running."""
+        assert self._reconcile_pool is not None
+        return await asyncio.get_running_loop().run_in_executor(self._reconcile_pool, self._reconcile, model)
+
+    def _reconcile(self, model: str | None) -> dict[str, ReconcileResult]:
+        self.discover()
+        servers = [self.model(model)] if model is not None else list(self.models.values())
+        out: dict[str, ReconcileResult] = {}
+        for server in servers:
+            try:
+                out[server.name] = server.reconcile()
+            except Exception as e:  # noqa: BLE001 - one model's failure is its own
+                log.exception("%s: reconcile of %s failed unexpectedly", self.region, server.name)
+                server.metrics.errors.labels(kind="reconcile").inc()
+                if model is not None:
+                    raise
+                out[server.name] = ReconcileResult("refused", server.state.serving, Refusal(
+                    "reconcile-failed", f"reconcile raised {type(e).__name__}: {e}", "store"))
+        return out
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                await self.reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the poll loop must survive anything
+                log.exception("%s: reconcile failed unexpectedly", self.region)
+                self.node_metrics.errors.labels(model="", kind="reconcile").inc()
+            await asyncio.sleep(self.cfg.poll_interval_s)
+
+    async def _watch_tokens(self) -> None:
+        """Re-read the tokens file when it changes: rotation without a restart."""
+        while True:
+            await asyncio.sleep(self.cfg.auth.reload_s)
+            try:
+                if self.guard.reload():
+                    note(log, logging.INFO, "tokens reloaded", region=self.region)
+            except Exception:  # noqa: BLE001 - a bad file keeps the current tokens
+                log.exception("%s: token reload failed", self.region)
+
+    # ---- scoring (the default model) ----------------------------------------------------------
+    async def handle_score(self, read_body: Callable[[], Awaitable[bytes]], content_type: str | None = None,
+                           accept: str | None = None, admit: Client | None = None,
+                           request_id: str | None = None) -> Reply:
+        """One POST /score: the default model's ``ModelServer.handle_score``."""
+        return await self.default.handle_score(read_body, content_type, accept, admit, request_id)
+
+    async def score(self, raw: bytes, content_type: str | None = None, accept: str | None = None,
+                    admit: Client | None = None) -> Reply:
+        return await self.default.score(raw, content_type, accept, admit)
+
+    # ---- reports --------------------------------------------------------------------------
+    def energy_shifts(self) -> dict[tuple[str, str], float]:
+        """Live Δ per (model, served version)."""
+        return {(name, version): delta for name, server in list(self.models.items())
+                for version, delta in server.energy_shifts().items()}
+
+    def ready(self) -> bool:
+        """At least one model serves, and no model is still warming up, until the node has been ready
+        once: a model synced later warms up while the others go on serving (its own entry says
+        ``warming_up``); readiness flipping then would take every replica out of its Service at once."""
+        models = list(self.models.values())
+        if not any(m.state.serving is not None for m in models):
+            return False
+        if not self._was_ready:
+            self._was_ready = all(m.checked for m in models)
+        return self._was_ready
+
+    def describe(self) -> dict[str, Any]:
+        """The default model's description (the body ``/stats`` and ``/readyz`` have always had)."""
+        return self.default.describe()
+
+    def readiness(self) -> dict[str, Any]:
+        """``/readyz``: the default model's description, ``ready`` for the whole node, and every model's."""
+        return {**self.describe(), "ready": self.ready(),
+                "models": {name: _readiness(m) for name, m in sorted(self.models.items())}}
+
+
+def _readiness(m: ModelServer) -> dict[str, Any]:
+    d = m.describe()
+    return {k: d[k] for k in ("ready", "warming_up", "stable_version", "canary_version", "canary_weight",
+                              "generation", "degraded", "last_error")}
 
 
 def _schema(serving: Serving) -> tuple[list[str], int | None]:
@@ -364,8 +566,14 @@ class NodeApp(FastAPI):
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":
-            if scope["method"] == "POST" and scope["path"] == SCORE_PATH:
-                return await self._score(scope, receive, send)
+            if scope["method"] == "POST":
+                path = scope["path"]
+                if path == SCORE_PATH:
+                    return await self._score(scope, receive, send, self.node.default)
+                if path.startswith(MODELS_PREFIX) and path.endswith(SCORE_PATH):
+                    name = path[len(MODELS_PREFIX):-len(SCORE_PATH)]
+                    if name and "/" not in name:
+                        return await self._score_model(scope, receive, send, name)
             guard = self.node.guard
             if guard.enabled:
                 needed = scope_of(scope["path"], guard.cfg)
@@ -380,7 +588,23 @@ class NodeApp(FastAPI):
                         return await _send(send, Reply.json(client.body, client.status, client.headers))
         await super().__call__(scope, receive, send)
 
-    async def _score(self, scope, receive, send) -> None:
+    async def _score_model(self, scope, receive, send, name: str) -> None:
+        """POST /v1/models/{name}/score: the token is checked before the model is looked up (an unknown
+        name is a 404 only for those who may score)."""
+        server = self.node.models.get(name)
+        if server is not None:
+            return await self._score(scope, receive, send, server)
+        guard = self.node.guard
+        if guard.enabled:
+            authorization = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+            client = guard.check(authorization, "score")
+            if isinstance(client, Denial):
+                return await _send(send, Reply.json(client.body, client.status,
+                                                    (*client.headers, ("Connection", "close"))))
+        reply = UnknownModel(name, sorted(self.node.models)).reply()
+        return await _send(send, reply._replace(headers=(("Connection", "close"),)))
+
+    async def _score(self, scope, receive, send, server: "ModelServer") -> None:
         node = self.node
         content_type = accept = authorization = length = request_id = None
         for name, value in scope["headers"]:  # ASGI: lowercased names, bytes
@@ -406,9 +630,9 @@ class NodeApp(FastAPI):
             admit = client
         cap = node.cfg.max_body_bytes
         if length is not None and (not length.isdigit() or int(length) > cap):
-            node.metrics.errors.labels(kind="too-large").inc()
+            server.metrics.errors.labels(kind="too-large").inc()
             note(log, logging.WARNING, "/score body refused from its Content-Length", region=node.region,
-                 model=node.state.model_name, request_id=request_id, status=413)
+                 model=server.name, request_id=request_id, status=413)
             return await _send(send, Reply.json(
                 {"error": "body too large", "field": None,
                  "reason": f"Content-Length {length.decode('latin-1')} is over this node's limit of {cap} bytes "
@@ -417,7 +641,7 @@ class NodeApp(FastAPI):
         async def read_body() -> bytes:
             return await node.bodies.read(_read_capped(receive, cap))
 
-        reply = await node.handle_score(read_body, content_type, accept, admit, request_id)
+        reply = await server.handle_score(read_body, content_type, accept, admit, request_id)
         await _send(send, reply)
 
 
@@ -536,9 +760,13 @@ def _routes(app: FastAPI, node: Node) -> None:
     @app.exception_handler(Exception)
     async def internal_error(_request: Request, exc: Exception) -> Response:
         log.exception("%s: unhandled error", node.region, exc_info=exc)
-        node.metrics.errors.labels(kind="internal").inc()
+        node.node_metrics.errors.labels(model="", kind="internal").inc()
         return json_response({"error": "internal error", "field": None,
                               "reason": f"{type(exc).__name__}; the node keeps serving, see its log"}, 500)
+
+    @app.exception_handler(UnknownModel)
+    async def unknown_model(_request: Request, exc: UnknownModel) -> Response:
+        return exc.reply().response()
 
     @app.post(SCORE_PATH)
     async def score(request: Request) -> Response:
@@ -546,53 +774,104 @@ def _routes(app: FastAPI, node: Node) -> None:
         return (await node.handle_score(request.body, request.headers.get("content-type"),
                                         request.headers.get("accept"))).response()
 
+    @app.post(MODELS_PREFIX + "{model}" + SCORE_PATH)
+    async def score_model(model: str, request: Request) -> Response:
+        """Reached only when NodeApp's ASGI handler does not see the request (a mounted app)."""
+        return (await node.model(model).handle_score(request.body, request.headers.get("content-type"),
+                                                     request.headers.get("accept"))).response()
+
     @app.get("/healthz")
     async def healthz() -> Response:
         return json_response({"status": "alive", "region": node.region})
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        body = node.describe()
+        body = node.readiness()
         return json_response(body, 200 if body["ready"] else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST
 
-        return Response(node.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        return Response(node.node_metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/stats")
     async def stats() -> Response:
-        return json_response({**node.describe(), "stats_window": node.stats.window,
-                              "micro_batches": node.batcher.batches, "by_version": node.stats.as_dict()})
+        return json_response(node.default.stats_body())
 
-    @app.get("/recent")
-    async def recent(n: int = 5000) -> Response:
+    @app.get(MODELS_PREFIX + "{model}/stats")
+    async def model_stats(model: str) -> Response:
+        return json_response(node.model(model).stats_body())
+
+    async def recent_of(server: ModelServer, n: int) -> Response:
         """The newest ``n`` kept events (features in the served schema's order) and their energies."""
         if n < 1:
             return json_response({"error": "invalid query", "field": "n", "reason": "n must be at least 1"}, 422)
-        if node.recent is None:
-            return json_response({"features": [], "events": [], "energies": [], "region": node.region})
-        features, x, e = await asyncio.get_running_loop().run_in_executor(None, node.recent.latest, n)
-        return Response(orjson.dumps({"region": node.region, "features": features, "events": x, "energies": e},
-                                     option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+        if server.recent is None:
+            return json_response({"features": [], "events": [], "energies": [], "region": node.region,
+                                  "model": server.name})
+        features, x, e = await asyncio.get_running_loop().run_in_executor(None, server.recent.latest, n)
+        return Response(orjson.dumps({"region": node.region, "model": server.name, "features": features,
+                                      "events": x, "energies": e}, option=orjson.OPT_SERIALIZE_NUMPY),
+                        media_type="application/json")
+
+    @app.get("/recent")
+    async def recent(n: int = 5000) -> Response:
+        return await recent_of(node.default, n)
+
+    @app.get(MODELS_PREFIX + "{model}/recent")
+    async def model_recent(model: str, n: int = 5000) -> Response:
+        return await recent_of(node.model(model), n)
 
     @app.get("/v1/models")
     async def models() -> Response:
-        """What this node serves, one entry per loaded version (for clients and the read scope)."""
-        serving = node.state.serving
-        data = [{"id": f"{node.state.model_name}/{v}", "model": node.state.model_name, "version": v, "role": r,
-                 "generation": serving.generation} for v, r in (serving.roles() if serving else {}).items()]
-        return json_response({"object": "list", "region": node.region, "data": data})
+        """Every model this node serves (``models``), and one entry per loaded version (``data``)."""
+        servers = sorted(node.models.items())
+        data = []
+        for name, server in servers:
+            serving = server.state.serving
+            weights = _weights(serving)
+            for v, r in (serving.roles() if serving else {}).items():
+                data.append({"id": f"{name}/{v}", "model": name, "version": v, "role": r,
+                             "generation": serving.generation, "weight": weights[v]})
+        return json_response({"object": "list", "region": node.region, "default_model": node.default_model,
+                              "models": [_model_entry(s) for _, s in servers], "data": data})
+
+    @app.get(MODELS_PREFIX + "{model}")
+    async def model_info(model: str) -> Response:
+        return json_response(_model_entry(node.model(model)))
 
     @app.post("/admin/reload")
-    async def reload() -> Response:
-        result = await node.reconcile()
-        body = {**result.as_dict(), **node.describe()}
+    async def reload(model: str | None = None) -> Response:
+        """Reconcile every model (or ``?model=``): the body describes that model (default: the default
+        model) as before, and ``models`` what each reconcile did."""
+        results = await node.reconcile(model)
+        name = model or node.default_model
+        result = results[name]
+        server = node.model(name)
+        body = {**result.as_dict(), **server.describe(),
+                "models": {n: {**r.as_dict(), "ready": node.models[n].state.serving is not None}
+                           for n, r in sorted(results.items())}}
         if result.outcome == "refused":
             return json_response(body, 502 if is_refusal_of_bundle(result.refusal) else 409)
         if result.outcome == "no-desired-state":
-            body["reason"] = (f"no desired state for {node.state.model_name} in this region's store; publish a "
+            body["reason"] = (f"no desired state for {name} in this region's store; publish a "
                               "version with set_stable")
             return json_response(body, 409)
         return json_response(body)
+
+
+def _weights(serving: Serving | None) -> dict[str, float]:
+    """Share of the model's traffic per served version."""
+    if serving is None:
+        return {}
+    if serving.canary is None:
+        return {serving.stable.version: 1.0}
+    return {serving.stable.version: 1.0 - serving.canary_weight, serving.canary.version: serving.canary_weight}
+
+
+def _model_entry(server: ModelServer) -> dict[str, Any]:
+    d = server.describe()
+    return {**{k: d[k] for k in ("model", "ready", "warming_up", "generation", "stable_version", "canary_version",
+                                 "canary_weight", "features", "versions", "degraded", "last_error")},
+            "weights": _weights(server.state.serving)}

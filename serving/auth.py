@@ -9,8 +9,8 @@ compared once more with ``hmac.compare_digest``. Rotation: add the new token's e
 name), move clients over, remove the old entry; both are valid meanwhile, and the client's rate
 limits carry over because buckets are kept per name.
 
-Scopes: ``score`` (POST /score), ``read`` (/stats, /recent, /v1/models, and the probes and
-/metrics when they are not public), ``admin`` (/admin/*). No header: 401; a valid token without
+Scopes: ``score`` (POST /score, /v1/models/{model}/score), ``read`` (/stats, /recent, /v1/models/...,
+and the probes and /metrics when they are not public), ``admin`` (/admin/*). No header: 401; a valid token without
 the scope: 403; both with a JSON body naming the scope.
 
 Rate limits: two token buckets per client name, requests/s and events/s, each holding
@@ -336,6 +336,8 @@ def scope_of(path: str, cfg: AuthSettings) -> str | None:
         return None if cfg.public_probes else READ
     if path == "/metrics":
         return None if cfg.public_metrics else READ
+    if path.startswith("/v1/models/"):  # /v1/models/{model}/score; a model's stats, recent and description
+        return SCORE if path.count("/") == 4 and path.endswith("/score") else READ
     if path == "/score" or path.endswith("/score"):  # the app mounted under a prefix answers .../score
         return SCORE
     return READ  # /stats, /recent, /v1/models, and anything unknown (a 404 only for those who may read)

@@ -4,18 +4,27 @@ carries the control plane's token (serving.client_token) and trusts serving.tls_
 A region's nodes are ``serving.node_urls[region]``: one URL, a list of URLs (one per replica),
 or ``dns+http(s)://NAME:PORT``, which stands for every address NAME resolves to, each on PORT
 (a Kubernetes headless Service resolves to the ready pods' addresses). Unlisted regions have one
-local node at ``settings.node_url(region)``. Importing this module imports neither httpx nor torch.
+local node at ``settings.node_url(region)``. A node serves several models: ``model_path`` is where one
+model's routes are (``/v1/models/<model>/stats``, ``.../recent``, ``.../score``), by default the model
+``settings.registry.model_name`` names. Importing this module imports neither httpx nor torch.
 """
 
 from __future__ import annotations
 
 import socket
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from ebmops.core.errors import ConfigError
 from ebmops.core.settings import Settings
 
 DNS_PREFIX = "dns+"
+
+
+def model_path(settings: Settings, what: str = "", model: str | None = None) -> str:
+    """The path of ``model``'s route ``what`` on a node (``what`` "": the model's description);
+    ``model`` defaults to settings.registry.model_name."""
+    name = quote(model or settings.registry.model_name, safe="")
+    return f"/v1/models/{name}/{what}" if what else f"/v1/models/{name}"
 
 
 def replica_urls(settings: Settings, region: str) -> list[str]:

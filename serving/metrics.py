@@ -1,7 +1,10 @@
 """What a node reports: Prometheus metrics (``/metrics``) and recent samples (``/stats``).
 
 Each app gets its own ``CollectorRegistry``, so several nodes in one process (tests, a
-multi-region demo) never share or clash on series. The per-event energy histogram is kept in
+multi-region demo) never share or clash on series. A node serves several models: every per-model
+series carries a ``model`` label, and ``NodeMetrics.model(name)`` is the view one model writes through
+(the same attribute names, the label filled in). Node-wide series (the micro-batcher, the token
+guard's client counters) have no ``model`` label. The per-event energy histogram is kept in
 numpy and exposed by a custom collector: calling ``Histogram.observe`` once per event would cost
 more than scoring the event.
 """
@@ -29,32 +32,36 @@ SMALL_BATCH = 16  # up to this many values, per-value Python is cheaper than num
 
 
 class EnergyShift(Collector):
-    """``ebmops_node_energy_shift{version}``: the live Δ of each served version's recent energies against its
-    own calibration energies (drift/delta.py), computed when scraped (a few ms for the default window)."""
+    """``ebmops_node_energy_shift{model, version}``: the live Δ of each served version's recent energies against
+    its own calibration energies (drift/delta.py), computed when scraped (a few ms for the default window).
+    ``source`` returns {label values: Δ}, label values in the order of ``labels``."""
 
-    def __init__(self, source: Callable[[], dict[str, float]]):
+    def __init__(self, source: Callable[[], dict[tuple[str, ...], float]], labels: tuple[str, ...] = ("model", "version")):
         self._source = source
+        self.labels = list(labels)
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         fam = GaugeMetricFamily(f"{PREFIX}_energy_shift",
                                 "Energy shift Δ of recent energies against the version's calibration energies.",
-                                labels=["version"])
-        for version, delta in sorted(self._source().items()):
-            fam.add_metric([version], delta)
+                                labels=self.labels)
+        for key, delta in sorted(self._source().items()):
+            fam.add_metric(list(key), delta)
         yield fam
 
 
 class EnergyHistograms(Collector):
-    """Per-version histograms of event energies, updated a whole batch at a time."""
+    """Per-version histograms of event energies, updated a whole batch at a time. A key is one label
+    value (``labels`` of one name) or a tuple of them (``("model", "version")``)."""
 
-    def __init__(self, buckets: Iterable[float] = ENERGY_BUCKETS):
+    def __init__(self, buckets: Iterable[float] = ENERGY_BUCKETS, labels: tuple[str, ...] = ("version",)):
+        self.labels = list(labels)
         self.bounds = np.asarray(sorted(buckets), dtype=np.float64)
         self._bounds_list = self.bounds.tolist()
         self._lock = threading.Lock()
         self._counts: dict[str, np.ndarray] = {}
         self._sums: dict[str, float] = {}
 
-    def observe(self, version: str, energies: np.ndarray) -> int:
+    def observe(self, version: str | tuple[str, ...], energies: np.ndarray) -> int:
         """Add a batch of energies; returns how many were not finite (NaN ones are not counted,
         +-inf ones land in the end buckets but stay out of the sum)."""
         if isinstance(energies, np.ndarray) and energies.ndim == 1 and len(energies) <= SMALL_BATCH:
@@ -77,7 +84,7 @@ class EnergyHistograms(Collector):
             self._sums[version] += total
         return bad
 
-    def _observe_few(self, version: str, energies: np.ndarray) -> int:
+    def _observe_few(self, version: str | tuple[str, ...], energies: np.ndarray) -> int:
         """``observe`` for a few energies: plain Python beats half a dozen numpy calls there."""
         bounds = self._bounds_list
         bad = 0
@@ -103,14 +110,14 @@ class EnergyHistograms(Collector):
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         fam = HistogramMetricFamily(f"{PREFIX}_event_energy", "Energy of each scored event, by model version.",
-                                    labels=["version"])
+                                    labels=self.labels)
         with self._lock:
             items = [(v, c.copy(), self._sums[v]) for v, c in self._counts.items()]
         for version, counts, total in items:
             cumulative = np.cumsum(counts)
             buckets = [(_fmt(b), int(c)) for b, c in zip(self.bounds, cumulative[:-1])]
             buckets.append(("+Inf", int(cumulative[-1])))
-            fam.add_metric([version], buckets, total)
+            fam.add_metric(list(version) if isinstance(version, tuple) else [version], buckets, total)
         yield fam
 
 
@@ -119,47 +126,107 @@ def _fmt(b: float) -> str:
 
 
 class NodeMetrics:
-    """Every Prometheus series of one node, in a registry of its own."""
+    """Every Prometheus series of one node, in a registry of its own; per-model series are labelled
+    ``model`` (write them through ``model(name)``)."""
 
     def __init__(self, region: str, model: str = ""):
+        self.region = region
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(f"{PREFIX}_requests", "Score requests answered, by HTTP status.", ["status"], registry=r)
-        self.events = Counter(f"{PREFIX}_events", "Events scored, by model version.", ["version"], registry=r)
-        self.errors = Counter(f"{PREFIX}_errors", "Errors, by kind (bad-json, invalid-input, too-large, no-model, "
-                                                  "internal, reconcile, non-finite-energy, body-timeout).", ["kind"], registry=r)
+        m = ["model"]
+        self.requests = Counter(f"{PREFIX}_requests", "Score requests answered, by model and HTTP status.",
+                                [*m, "status"], registry=r)
+        self.events = Counter(f"{PREFIX}_events", "Events scored, by model and version.", [*m, "version"], registry=r)
+        self.errors = Counter(f"{PREFIX}_errors", "Errors, by model and kind (bad-json, invalid-input, too-large, "
+                                                  "no-model, internal, reconcile, non-finite-energy, body-timeout; "
+                                                  "model is empty for errors of no one model).", [*m, "kind"], registry=r)
         self.latency = Histogram(f"{PREFIX}_request_seconds", "Wall time of a score request, parse to response.",
-                                 buckets=LATENCY_BUCKETS, registry=r)
-        self.batch_events = Histogram(f"{PREFIX}_micro_batch_events", "Events per model call of the micro-batcher.",
-                                      buckets=BATCH_BUCKETS, registry=r)
-        self.load_failures = Counter(f"{PREFIX}_model_load_failures", "Refused desired states and bundles, by reason.",
-                                     ["reason"], registry=r)
-        for reason in ("stale-generation", "generation-reused"):  # exported at 0: the replay alert's rate needs a start
-            self.load_failures.labels(reason=reason)
-        self.loaded = Gauge(f"{PREFIX}_loaded_version_info", "1 for each model version loaded, by role.",
-                            ["version", "role"], registry=r)
+                                 m, buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_events = Histogram(f"{PREFIX}_micro_batch_events", "Events per model call of the micro-batcher "
+                                      "(one batcher per node, shared by its models).", buckets=BATCH_BUCKETS, registry=r)
+        self.load_failures = Counter(f"{PREFIX}_model_load_failures", "Refused desired states and bundles, by model and "
+                                     "reason.", [*m, "reason"], registry=r)
+        self.loaded = Gauge(f"{PREFIX}_loaded_version_info", "1 for each model version loaded, by model and role.",
+                            [*m, "version", "role"], registry=r)
         self.generation = Gauge(f"{PREFIX}_desired_generation", "Generation of the desired state being served.",
-                                registry=r)
+                                m, registry=r)
         self.target_generation = Gauge(f"{PREFIX}_target_generation",
                                        "Generation of the newest desired state read from the store (applied or "
                                        "refused); above desired_generation: the node does not serve what is desired.",
-                                       registry=r)
+                                       m, registry=r)
         self.trusted_generation = Gauge(f"{PREFIX}_trusted_generation",
                                         "Highest desired-state generation this node verified, kept on disk across "
-                                        "restarts; anything older is refused.", registry=r)
-        self.degraded = Gauge(f"{PREFIX}_degraded", "1 while the node serves its last verified state from disk "
-                              "because its store is unreachable or its desired state is refused.", registry=r)
-        self.ready = Gauge(f"{PREFIX}_ready", "1 once a verified, warmed-up model serves (what /readyz says).",
-                           registry=r)
-        self.canary_weight = Gauge(f"{PREFIX}_canary_weight", "Share of traffic routed to the canary.", registry=r)
-        self.info = Gauge(f"{PREFIX}_region_info", "1, labelled with the node's region and model.", ["region", "model"],
-                          registry=r)
-        self.info.labels(region=region, model=model).set(1)
-        self.energies = EnergyHistograms()
+                                        "restarts; anything older is refused.", m, registry=r)
+        self.degraded = Gauge(f"{PREFIX}_degraded", "1 while the node serves a model's last verified state from disk "
+                              "because its store is unreachable or its desired state is refused.", m, registry=r)
+        self.ready = Gauge(f"{PREFIX}_ready", "1 once a verified, warmed-up version of the model serves (what /readyz "
+                           "says of it).", m, registry=r)
+        self.canary_weight = Gauge(f"{PREFIX}_canary_weight", "Share of the model's traffic routed to the canary.",
+                                   m, registry=r)
+        self.info = Gauge(f"{PREFIX}_region_info", "1, labelled with the node's region and each model it serves.",
+                          ["region", "model"], registry=r)
+        self.energies = EnergyHistograms(labels=("model", "version"))
         r.register(self.energies)
+        self._models: dict[str, ModelMetrics] = {}
+        if model:
+            self.model(model)
+
+    def model(self, name: str) -> "ModelMetrics":
+        """The series of model ``name`` (created at 0 the first time it is asked for)."""
+        view = self._models.get(name)
+        if view is None:
+            view = self._models[name] = ModelMetrics(self, name)
+        return view
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Labelled:
+    """A metric of several labels with ``model`` filled in: ``labels(**the others)``."""
+
+    def __init__(self, parent, model: str):
+        self._parent, self._model = parent, model
+        self._children: set[tuple[str, ...]] = set()
+
+    def labels(self, **kw):
+        child = self._parent.labels(model=self._model, **kw)
+        self._children.add(tuple(kw[n] for n in self._parent._labelnames[1:]))
+        return child
+
+    def clear(self) -> None:
+        """Remove this model's series (never another model's)."""
+        for values in self._children:
+            try:
+                self._parent.remove(self._model, *values)
+            except KeyError:
+                pass
+        self._children.clear()
+
+
+class ModelMetrics:
+    """One model's series: the attributes of ``NodeMetrics`` with the ``model`` label filled in
+    (``requests.labels(status=...)``, ``latency.observe(...)``, ``energies.observe(version, e)``, ...).
+    Node-wide metrics read through (``batch_events``)."""
+
+    def __init__(self, node: NodeMetrics, model: str):
+        self.node, self.name = node, model
+        for attr in ("requests", "events", "errors", "load_failures", "loaded"):
+            setattr(self, attr, _Labelled(getattr(node, attr), model))
+        for attr in ("latency", "generation", "target_generation", "trusted_generation", "degraded", "ready",
+                     "canary_weight"):
+            setattr(self, attr, getattr(node, attr).labels(model=model))
+        self.energies = _ModelEnergies(node.energies, model)
+        for reason in ("stale-generation", "generation-reused"):  # exported at 0: the replay alert's rate needs a start
+            self.load_failures.labels(reason=reason)
+        self.ready.set(0)
+        node.info.labels(region=node.region, model=model).set(1)
+
+    def __getattr__(self, name: str):  # a node-wide metric (e.g. batch_events), unlabelled by model
+        return getattr(self.node, name)
 
     def set_serving(self, generation: int, roles: dict[str, str], canary_weight: float) -> None:
-        """Publish what is served now (``roles``: version -> stable|canary)."""
+        """Publish what the model serves now (``roles``: version -> stable|canary)."""
         self.loaded.clear()
         for version, role in roles.items():
             self.loaded.labels(version=version, role=role).set(1)
@@ -167,8 +234,13 @@ class NodeMetrics:
         self.canary_weight.set(canary_weight)
         self.ready.set(1)
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+
+class _ModelEnergies:
+    def __init__(self, hist: EnergyHistograms, model: str):
+        self._hist, self._model = hist, model
+
+    def observe(self, version: str, energies: np.ndarray) -> int:
+        return self._hist.observe((self._model, version), energies)
 
 
 class Ring:

@@ -25,7 +25,7 @@ from ebmops.core.errors import BundleError, DesiredStateError, StoreError
 from registry.desired_state import DesiredState, read_desired
 from registry.objectstore.base import ObjectStore
 from registry.signing import SigningKey
-from serving.metrics import NodeMetrics
+from serving.metrics import ModelMetrics
 from serving.model import LoadedModel, load_installed, load_verified
 from serving.trust import Trusted, load_trusted, record_trusted
 
@@ -114,13 +114,18 @@ class NodeState:
     def ready(self) -> bool:
         return self.serving is not None
 
+    @property
+    def who(self) -> str:
+        """``region/model``: how log lines name this state (a node serves several models)."""
+        return f"{self.region}/{self.model_name}"
+
 
 class Reconciler:
     """Brings ``state`` to the region's desired state. One reconcile at a time (a lock), so the
     poll loop and ``/admin/reload`` never load the same version twice concurrently."""
 
     def __init__(self, state: NodeState, store: ObjectStore, key: SigningKey, *, install_dir: Path,
-                 cache_dir: Path | None = None, metrics: NodeMetrics | None = None, loader: Loader | None = None):
+                 cache_dir: Path | None = None, metrics: ModelMetrics | None = None, loader: Loader | None = None):
         self.state = state
         self.store = store
         self.key = key
@@ -133,7 +138,7 @@ class Reconciler:
         self.trusted = load_trusted(self.install_dir, state.model_name, key)
         state.trusted_generation = self.trusted.generation if self.trusted else None
         if self.trusted is not None and self.trusted.problem:
-            log.error("%s: %s; generation %d stays the floor, nothing is served from disk", state.region,
+            log.error("%s: %s; generation %d stays the floor, nothing is served from disk", state.who,
                       self.trusted.problem, self.trusted.generation)
         if metrics is not None and self.trusted is not None:
             metrics.trusted_generation.set(self.trusted.generation)
@@ -200,7 +205,7 @@ class Reconciler:
 
     def _unchanged(self, current: Serving) -> ReconcileResult:
         if self.state.last_error is not None:  # the store is good again: what was wrong is repaired
-            log.info("%s: desired state good again (generation %d); clearing: %s", self.state.region,
+            log.info("%s: desired state good again (generation %d); clearing: %s", self.state.who,
                      current.generation, self.state.last_error.reason)
         self.state.last_error = None
         self._failed_generation = None
@@ -235,7 +240,7 @@ class Reconciler:
         if self.metrics is not None:
             self.metrics.set_serving(new.generation, new.roles(), new.canary_weight)
             self.metrics.degraded.set(0)
-        log.info("%s: serving generation %d: %s (loaded %s)", self.state.region, new.generation,
+        log.info("%s: serving generation %d: %s (loaded %s)", self.state.who, new.generation,
                  ", ".join(f"{v} ({r})" for v, r in new.roles().items()), ", ".join(loaded) or "nothing",
                  extra={"ebm": {"event": "served", "region": self.state.region, "model": self.state.model_name,
                                 "version": new.stable.version, "generation": new.generation,
@@ -250,7 +255,7 @@ class Reconciler:
             kept = record_trusted(self.install_dir, desired)
         except OSError as e:
             log.error("%s: could not keep generation %d as trusted (%s); after a restart the floor is lower",
-                      self.state.region, desired.generation, e)
+                      self.state.who, desired.generation, e)
             return
         if kept == desired.generation:
             self.trusted = Trusted(desired.model, desired.generation, desired)
@@ -267,7 +272,7 @@ class Reconciler:
         try:
             models = {v: load_installed(self.state.model_name, v, self.key, self.install_dir) for v in kept.versions()}
         except Exception as e:  # noqa: BLE001 - no usable copy on disk: keep serving nothing, say why
-            log.error("%s: cannot serve the last verified state from disk either: %s", self.state.region, e)
+            log.error("%s: cannot serve the last verified state from disk either: %s", self.state.who, e)
             return None
         canary = models.get(kept.canary_version) if kept.canary_version else None
         new = Serving(generation=kept.generation, stable=models[kept.stable_version], canary=canary,
@@ -278,7 +283,7 @@ class Reconciler:
             self.metrics.set_serving(new.generation, new.roles(), new.canary_weight)
             self.metrics.degraded.set(1)
         log.error("%s: DEGRADED: serving generation %d (%s) from disk, verified against its signed manifests, "
-                  "because %s: %s", self.state.region, new.generation,
+                  "because %s: %s", self.state.who, new.generation,
                   ", ".join(f"{v} ({r})" for v, r in new.roles().items()), why.reason, why.message,
                   extra={"ebm": {"event": "degraded", "region": self.state.region, "model": self.state.model_name,
                                  "generation": new.generation, "reason": why.reason}})
@@ -296,7 +301,7 @@ class Reconciler:
             self.metrics.errors.labels(kind="reconcile").inc()
         served = self.state.serving
         keeps = f"keeps serving generation {served.generation}" if served else "serves nothing yet"
-        (log.error if first else log.debug)("%s: refused (%s), node %s: %s", self.state.region, refusal.reason,
+        (log.error if first else log.debug)("%s: refused (%s), node %s: %s", self.state.who, refusal.reason,
                                             keeps, refusal.message,
                                             extra={"ebm": {"event": "refused", "region": self.state.region,
                                                            "model": self.state.model_name, "version": refusal.version,

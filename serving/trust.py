@@ -57,6 +57,14 @@ def trust_path(install_dir: Path, model: str) -> Path:
     return Path(install_dir) / "trust" / f"{model}.json"
 
 
+def trusted_models(install_dir: Path) -> list[str]:
+    """The models with a trust record under ``install_dir`` (sorted)."""
+    try:
+        return sorted(p.stem for p in (Path(install_dir) / "trust").glob("*.json"))
+    except OSError:
+        return []
+
+
 def load_trusted(install_dir: Path, model: str, key: SigningKey) -> Trusted | None:
     """What was trusted for ``model`` before this process started; None when nothing was."""
     path = trust_path(install_dir, model)

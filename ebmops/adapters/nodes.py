@@ -1,8 +1,9 @@
-"""The control plane's client of the regional nodes: what each node serves (``GET /stats``), a reload
-(``POST /admin/reload``), the recent samples a canary judge and the drift monitor read, and the
-recent events a hotfix learns from (``GET /recent``). A region may have several node replicas
-(``serving.node_urls``, serving/client.py): each is asked, and a region's report combines them
-(versions only when every reachable replica agrees)."""
+"""The control plane's client of the regional nodes: what each node serves of a model
+(``GET /v1/models/<model>/stats``), a reload (``POST /admin/reload?model=<model>``), the recent samples a
+canary judge and the drift monitor read, and the recent events a hotfix learns from
+(``GET /v1/models/<model>/recent``). The model is the one ``settings.registry.model_name`` names (a node
+serves several). A region may have several node replicas (``serving.node_urls``, serving/client.py):
+each is asked, and a region's report combines them (versions only when every reachable replica agrees)."""
 
 from __future__ import annotations
 
@@ -85,32 +86,38 @@ def combine(region: str, reps: list[NodeReport]) -> NodeReport:
 
 def node_reports(settings: Settings, regions: Sequence[str], *, reload: bool = False,
                  timeout_s: float = 5.0) -> dict[str, NodeReport]:
-    """Ask each region's node replicas what they serve (``GET /stats``), or to reload first
-    (``POST /admin/reload``); one combined report per region.
+    """Ask each region's node replicas what they serve of the model settings.registry.model_name names
+    (``GET /v1/models/<model>/stats``), or to reload it first (``POST /admin/reload?model=<model>``); one
+    combined report per region.
 
     A node that is down is reported as unreachable, not raised: nodes poll their store, so a
-    node that was down picks the version up when it comes back.
+    node that was down picks the version up when it comes back. A node that does not serve the
+    model (yet: no desired state of it in its store) is reachable and serves nothing of it.
     """
     import httpx
 
     from concurrent.futures import ThreadPoolExecutor
 
-    from serving.client import node_client, replica_urls
+    from serving.client import model_path, node_client, replica_urls
 
     targets = [(region, url) for region in regions for url in replica_urls(settings, region)]
+    model = settings.registry.model_name
 
     def one(client: httpx.Client, region: str, url: str) -> NodeReport:
         try:
             if reload:
-                r = client.post(f"{url}/admin/reload")
+                r = client.post(f"{url}/admin/reload", params={"model": model})
                 # 409/502 with a JSON body mean "refused, still serving the old state": the body says what
                 if r.is_error and not (r.status_code in (409, 502) and "json" in r.headers.get("content-type", "")):
                     r.raise_for_status()
             else:
-                r = client.get(f"{url}/stats")
+                r = client.get(url + model_path(settings, "stats"))
                 r.raise_for_status()
             return _node_report(region, url, r.json())
         except httpx.HTTPStatusError as e:
+            unknown = _unknown_model(e.response)
+            if unknown is not None:
+                return NodeReport(region=region, url=url, reachable=True, last_error=unknown)
             return NodeReport(region=region, url=url, reachable=False, error=_refused(e.response))
         except (httpx.HTTPError, ValueError) as e:
             return NodeReport(region=region, url=url, reachable=False, error=f"{type(e).__name__}: {e}")
@@ -131,6 +138,19 @@ def generation_floors(settings: Settings, regions: Sequence[str]) -> dict[str, i
     written there must exceed it (nodes refuse anything lower, and a replayed store must not make the
     control plane reuse a generation). Unreachable nodes add nothing; they refuse on their own."""
     return {r: rep.highest_generation for r, rep in node_reports(settings, list(regions), timeout_s=2.0).items()}
+
+
+def _unknown_model(r) -> str | None:
+    """Why a node does not serve the model, when a 404 says so (its JSON names the model); else None."""
+    if r.status_code != 404:
+        return None
+    try:
+        body = r.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or body.get("error") != "unknown model":
+        return None
+    return f"not served: {body.get('reason', '')}"
 
 
 def _refused(r) -> str:
@@ -176,9 +196,11 @@ def _replica_bodies(settings: Settings, region: str, path: str, params: dict | N
 
 
 def node_stats(settings: Settings, region: str) -> dict:
-    """The region's /stats, pooled over its replicas: roles from the first, each version's recent energies
-    from all of them."""
-    bodies = _replica_bodies(settings, region, "/stats")
+    """The region's stats of the model (``/v1/models/<model>/stats``), pooled over its replicas: roles from
+    the first, each version's recent energies from all of them."""
+    from serving.client import model_path
+
+    bodies = _replica_bodies(settings, region, model_path(settings, "stats"))
     out = dict(bodies[0])
     pooled: dict[str, dict] = {}
     for body in bodies:
@@ -190,13 +212,14 @@ def node_stats(settings: Settings, region: str) -> dict:
 
 
 def fetch_recent(settings: Settings, region: str, n: int, path: Path) -> Path:
-    """The region's recent events (features and energies) as Parquet at ``path``, pooled over its replicas."""
+    """The region's recent events of the model (features and energies) as Parquet at ``path``, pooled over
+    its replicas."""
     import pandas as pd
 
-    from serving.client import replica_urls
+    from serving.client import model_path, replica_urls
 
     k = max(1, len(replica_urls(settings, region)))
-    bodies = _replica_bodies(settings, region, "/recent", {"n": -(-n // k)}, timeout_s=30)
+    bodies = _replica_bodies(settings, region, model_path(settings, "recent"), {"n": -(-n // k)}, timeout_s=30)
     features = bodies[0]["features"]
     same = [b for b in bodies if b["features"] == features]  # a replica mid-reload may serve another schema
     events = [np.asarray(b["events"], dtype=np.float32).reshape(-1, len(features)) for b in same]

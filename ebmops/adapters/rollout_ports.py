@@ -1,7 +1,8 @@
 """The real traffic and alias ports of the rollout controller (canary/controller.py).
 
 * ``RegionTraffic``: a region's object store (bundles, signed desired state) and its node
-  (``/admin/reload``, ``/stats``), with each version's energies turned into percentiles of its own
+  (``/admin/reload?model=``, ``/v1/models/<model>/stats`` of the model settings.registry.model_name
+  names), with each version's energies turned into percentiles of its own
   calibration energies (gauge-free).
 * ``RegistryAliases``: MLflow aliases (``prod-<region>``, ``champion``, ``previous-champion``).
 """
@@ -155,8 +156,9 @@ class RegionTraffic:
         """Every replica's recent samples, pooled per version; SamplesUnavailable names the replicas that
         could not be read (the judge does not judge on part of the region)."""
         from ebmops.adapters.nodes import replica_get
+        from serving.client import model_path
 
-        bodies, failed, n_urls = replica_get(self.settings, region, "/stats")
+        bodies, failed, n_urls = replica_get(self.settings, region, model_path(self.settings, "stats"))
         if failed or not n_urls:
             raise SamplesUnavailable(f"{region}: {len(failed)} of {n_urls} node replicas unreachable, not judged: "
                                      + ("; ".join(f"{url} ({err})" for url, err in failed)

@@ -23,7 +23,8 @@ def node(ctx: typer.Context,
          port: int = typer.Option(None, "--port", min=1, max=65535,
                                   help="Port (default serving.base_port + the region's index in data.regions)."),
          host: str = typer.Option(None, "--host", help="Bind address (default serving.host).")) -> None:
-    """Serve the region's desired model versions over HTTP until interrupted (exits 2 on an unknown region)."""
+    """Serve the desired versions of every model of the region over HTTP until interrupted (exits 2 on an
+    unknown region)."""
     if ctx.invoked_subcommand is not None:
         return
     if region is None:
@@ -34,8 +35,10 @@ def node(ctx: typer.Context,
     check_region(s, region)
     check_bind(s, host or s.serving.host)
     scheme = "https" if s.serving.tls_cert_file else "http"
+    served = (f"models {', '.join(dict.fromkeys([s.registry.model_name, *s.serving.models]))}"
+              if s.serving.models is not None else f"every model synced to the region, default {s.registry.model_name}")
     console.print(f"node {region}: {scheme}://{host or s.serving.host}:{port or s.node_port(region)} "
-                  f"(model {s.registry.model_name}, polling every {s.serving.poll_interval_s:g} s, "
+                  f"({served}, polling every {s.serving.poll_interval_s:g} s, "
                   f"{'tokens required' if s.serving.auth.enabled else 'no tokens'})")
     run_node(s, region, port=port, host=host)
 

@@ -18,9 +18,9 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, StringConstraints, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -359,6 +359,9 @@ class ServingSettings(BaseModel):
                     "headless Service); default http://<host>:<base_port + i>.")
     poll_interval_s: float = Field(default=2.0, gt=0,
                                    description="Seconds between reads of the region's desired state by a node.")
+    models: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.=+-]{0,127}$")]] | None = Field(
+        default=None, description="Models a node serves besides registry.model_name (always served); unset: every "
+                                  "model with a desired state in the region's store.")
     max_batch_events: int = Field(default=4096, ge=1,
                                   description="Most events one /score request may carry; larger requests get 413.")
     micro_batch_max_events: int = Field(default=1024, ge=1,

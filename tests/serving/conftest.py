@@ -160,10 +160,16 @@ def publish_with_calibration(store, key, tmp_path, version: str, calibration: np
     return path
 
 
-def metric_samples(text: str) -> dict[tuple, float]:
-    """{(sample name, sorted labels): value} of a Prometheus text page (parsing it proves it is valid)."""
+def metric_samples(text: str, model: str | None = MODEL) -> dict[tuple, float]:
+    """{(sample name, sorted labels): value} of a Prometheus text page (parsing it proves it is valid).
+    With ``model`` (the default model unless None): that model's series, its ``model`` label left out, and
+    the node-wide ones (no ``model`` label); another model's series are left out."""
     out = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+            labels = dict(s.labels)
+            if model is not None and "model" in labels and s.name != "ebmops_node_region_info":
+                if labels.pop("model") != model:
+                    continue
+            out[(s.name, tuple(sorted(labels.items())))] = s.value
     return out

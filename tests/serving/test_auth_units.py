@@ -45,6 +45,9 @@ def test_scopes_by_path():
     assert [scope_of(p, cfg) for p in ("/score", "/stats", "/recent", "/v1/models", "/admin/reload", "/nope")] == \
         ["score", "read", "read", "read", "admin", "read"]
     assert scope_of("/healthz", cfg) is None and scope_of("/metrics", cfg) is None
+    model_paths = ("/v1/models/dns/score", "/v1/models/dns/stats", "/v1/models/dns/recent", "/v1/models/dns",
+                   "/v1/models/score", "/v1/models/score/stats", "/v1/models/score/score")
+    assert [scope_of(p, cfg) for p in model_paths] == ["score", "read", "read", "read", "read", "read", "score"]
     closed = AuthSettings(public_probes=False, public_metrics=False)
     assert scope_of("/readyz", closed) == "read" and scope_of("/metrics", closed) == "read"
 

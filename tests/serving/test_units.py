@@ -209,7 +209,7 @@ def test_reconcile_is_idempotent_and_retries_a_failed_generation(store, key, tmp
                                           canary_version=canary, canary_weight=weight), key)
 
     state = NodeState("eu-west", MODEL)
-    metrics = NodeMetrics("eu-west")
+    metrics = NodeMetrics("eu-west").model(MODEL)
     rec = Reconciler(state, store, key, install_dir=tmp_path / "inst", metrics=metrics, loader=loader)
     assert rec.reconcile().outcome == "no-desired-state" and state.serving is None
     desire("1")
