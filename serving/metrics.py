@@ -155,6 +155,11 @@ class NodeMetrics:
         self.info = Gauge(f"{PREFIX}_region_info", "1, labelled with the node's region and model.", ["region", "model"],
                           registry=r)
         self.info.labels(region=region, model=model).set(1)
+        self.region, self.model = region, model
+        self.unknown_categories = Counter(f"{PREFIX}_unknown_categories",
+                                          "Values of categorical columns the scoring model never saw in training "
+                                          "(scored in its 'unknown' slot), by column.", ["region", "model", "column"],
+                                          registry=r)
         self.energies = EnergyHistograms()
         r.register(self.energies)
 
