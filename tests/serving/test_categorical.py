@@ -87,3 +87,24 @@ def test_numeric_models_report_no_unknown_categories(store, key, node_factory, t
         r = node.score(np.zeros((3, node.node.state.serving.stable.n_features), dtype=np.float32))
         assert r.status_code == 200
         assert not [k for k in metric_samples(node.client.get("/metrics").text) if k[0] == UNKNOWN]
+
+
+def test_batch_scoring_encodes_raw_categories_with_the_bundles_vocabulary(store, key, cat_model, tmp_path):
+    from ebmops.core.data import open_path
+    from serving.batch import score_rows
+    from serving.model import load_verified
+
+    path, threshold = cat_model
+    publish_bundle(store, path, model_name=MODEL, version="1", features=FEATURES, threshold=threshold,
+                   gate_verdict="pass", key=key)
+    model = load_verified(store, MODEL, "1", key, tmp_path / "install")
+    assert model.categorical == ("proto", "port")
+    csv = write_csv(tmp_path / "score.csv")
+    batch = next(open_path(str(csv), name="s", features=FEATURES, categorical=["proto", "port"], regions=["r"],
+                           batch_rows=50).iter_batches(regions=False))
+    table = score_rows(model, batch.event_id, batch.x, 16, batch.cats)
+    rows = [[p, port, b, d] for p, port, b, d in zip(batch.cats["proto"], batch.cats["port"], batch.x[:, 2],
+                                                     batch.x[:, 3])]
+    assert np.allclose(table.column("energy").to_numpy(), _expected(path, rows), atol=1e-5)
+    with pytest.raises(ValueError, match=r"takes \['proto', 'port'\] as categories"):
+        score_rows(model, batch.event_id, batch.x, 16)
