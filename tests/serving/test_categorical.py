@@ -108,3 +108,37 @@ def test_batch_scoring_encodes_raw_categories_with_the_bundles_vocabulary(store,
     assert np.allclose(table.column("energy").to_numpy(), _expected(path, rows), atol=1e-5)
     with pytest.raises(ValueError, match=r"takes \['proto', 'port'\] as categories"):
         score_rows(model, batch.event_id, batch.x, 16)
+
+
+SCHEMA = ["proto", "port", "bytes"]
+
+
+def _parse(body, **kw):
+    import orjson
+
+    from serving.payload import parse_request
+
+    return parse_request(orjson.dumps(body), None, SCHEMA, max_events=10, categorical={"proto", "port"}, **kw)
+
+
+def test_categorical_parse_names_each_bad_field():
+    from serving.payload import InputError
+
+    req = _parse({"events": [["tcp", 80, 1.5], {"port": "443", "proto": "udp", "bytes": 2}], "keys": ["a", None]})
+    assert req.cats["proto"].tolist() == ["tcp", "udp"] and req.cats["port"].tolist() == ["80", "443"]
+    assert np.isnan(req.x[:, :2]).all() and req.x[:, 2].tolist() == [1.5, 2.0] and req.keys == ["a", None]
+    cases = [({"events": [["tcp", 80]]}, "events[0]", "wrong feature count"),
+             ({"events": [{"proto": "tcp", "port": 1, "bytes": 1, "x": 2}]}, "events[0].x", "unknown feature"),
+             ({"events": [{"proto": "tcp", "bytes": 1}]}, "events[0].port", "missing feature"),
+             ({"events": [["tcp", [80], 1.0]]}, "events[0][1]", "invalid category"),
+             ({"events": [["tcp", 80, True]]}, "events[0][2]", "non-numeric value"),
+             ({"events": ["tcp"]}, "events[0]", "invalid event"),
+             ({"events": []}, "events", "empty batch"),
+             ({"events": [["tcp", 80, 1.0]], "extra": 1}, "extra", "unknown field")]
+    for body, field, error in cases:
+        with pytest.raises(InputError) as exc:
+            _parse(body)
+        assert (exc.value.field, exc.value.error) == (field, error), body
+    with pytest.raises(InputError) as exc:
+        _parse({"events": [["tcp", 80, 1.0, 2.0]]}, positional=2)
+    assert exc.value.error == "positional events not accepted"

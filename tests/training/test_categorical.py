@@ -95,3 +95,30 @@ def test_in_memory_fit_learns_the_same_kind_of_model(tmp_path):
     out = fit(load_dataset("ev", s), s.training, progress=False)
     assert isinstance(out.model, CategoricalEnergyMLP) and out.split.vocabulary["proto"] == ("tcp", "udp")
     assert out.metrics["ebm_auroc"] > 0.9
+
+
+def test_a_high_cardinality_column_is_counted_in_bounded_memory_and_capped(tmp_path, monkeypatch):
+    import training.streaming as streaming
+
+    frame = events(n=2000)
+    frame["port"] = np.where(np.arange(2000) % 2 == 0, 80, np.arange(2000) + 10_000)  # 80, then 1000 one-offs
+    s = load_settings(home=tmp_path / "home", data={"sources": {"ev": source_settings(write_csv(tmp_path / "e.csv",
+                                                                                                 frame))},
+                                                    "batch_rows": 100}, training={**TRAINING, "max_categories": 3})
+    monkeypatch.setattr(streaming, "counts_limit", lambda _k: 50)  # prune while counting
+    vocab = learn_vocabulary(open_source("ev", s), s.training)
+    assert len(vocab["port"]) == 3 and vocab["port"][0] == "80"
+
+
+def test_every_feature_categorical_trains_and_exports(tmp_path):
+    frame = events(n=1500)[["event_id", "proto", "port", "label"]]
+    src = {"path": str(write_csv(tmp_path / "e.csv", frame)), "features": ["proto", "port"],
+           "categorical": ["proto", "port"], "label": "label", "event_id": "event_id"}
+    s = load_settings(home=tmp_path / "home", data={"sources": {"ev": src}}, training=TRAINING)
+    source = open_source("ev", s)
+    split = prepare(source, s.training, budget(s, 2))
+    result = train_stream(source, split, s.training, shuffle_rows=512, progress=False)
+    m = load_torchscript(export_torchscript(result.model, tmp_path / "m.pt"))
+    x = torch.stack([m.encode(0, ["tcp", "udp"]), m.encode(1, ["80", "80"])], dim=1)
+    e = m(x)
+    assert e.shape == (2,) and torch.isfinite(e).all() and e[1] > e[0]  # udp on 80 never happened

@@ -57,3 +57,17 @@ def test_a_string_in_a_numeric_column_fails_naming_it_and_the_fix_and_is_quarant
     quarantined = store.list_quarantine()
     assert quarantined and all(q.dataset == "ev" for q in quarantined)
     assert (tmp_path / "home").exists() and any(p.is_dir() for p in s2.quarantine_dir.iterdir())
+
+
+def test_validating_a_file_allows_text_categories_and_names_a_text_number(tmp_path):
+    from ebmops.core.validation import validate_file
+
+    s = _settings(tmp_path, write_csv(tmp_path / "good.csv"))
+    validate_source(open_source("ev", s), s)
+    ok = validate_file(write_csv(tmp_path / "batch.csv", events(n=500, seed=1)), "ev", s)
+    assert ok.success
+    frame = events(n=500, seed=2).astype({"duration": object})
+    frame.loc[3, "duration"] = "lots"
+    with pytest.raises(ValidationFailed) as exc:
+        validate_file(write_csv(tmp_path / "bad.csv", frame), "ev", s)
+    assert "column 'duration' is not numeric" in str(exc.value) and "categorical" in str(exc.value)
