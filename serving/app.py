@@ -204,7 +204,9 @@ class ModelServer:
         schema, positional = _schema(serving)
         try:
             req = parse_request(raw, content_type, schema, max_events=self.cfg.max_batch_events,
-                                positional=positional)
+                                positional=positional,
+                                categorical=serving.stable.categorical + (serving.canary.categorical
+                                                                          if serving.canary is not None else ()))
         except InputError as e:
             self.metrics.errors.labels(kind={400: "bad-json", 413: "too-large"}.get(e.status, "invalid-input")).inc()
             return Reply.json(e.body(), e.status)
@@ -213,7 +215,7 @@ class ModelServer:
             if denial is not None:
                 return Reply.json(denial.body, denial.status, denial.headers)
         canary_mask = self._route(serving, req.keys, req.n)
-        energies, versions = await self._score_routed(serving, schema, req.x, canary_mask)
+        energies, versions = await self._score_routed(serving, schema, req.x, canary_mask, req.cats)
         anomaly = self._record(serving, energies, canary_mask, (time.perf_counter() - t0) * 1000.0)
         if self.recent is not None:
             self.recent.offer(tuple(schema), req.x, energies)
@@ -234,18 +236,19 @@ class ModelServer:
         return route(keys, serving.canary_weight, salt=self.name, rng=self._rng)
 
     async def _score_routed(self, serving: Serving, schema: list[str], x: np.ndarray,
-                            canary_mask: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
+                            canary_mask: np.ndarray | None, cats: dict | None = None) -> tuple[np.ndarray, list[str]]:
         n_canary = 0 if canary_mask is None else int(np.count_nonzero(canary_mask))
         if n_canary in (0, len(x)):  # one version: one job, no splitting (the common case)
             model = serving.canary if n_canary else serving.stable
             try:
-                energies = await self.batcher.score(model, _columns(x, schema, model))
+                energies = await self.batcher.score(model, self._input(x, schema, model, cats))
             except BaseException:
                 self.stats.record_error(model.version)  # the judge sees each version's own error rate
                 raise
             return energies, [model.version] * len(x)
         parts = [(serving.stable, np.flatnonzero(~canary_mask)), (serving.canary, np.flatnonzero(canary_mask))]
-        results = await asyncio.gather(*(self.batcher.score(m, _columns(x[idx], schema, m)) for m, idx in parts),
+        results = await asyncio.gather(*(self.batcher.score(m, self._input(x[idx], schema, m, cats, idx))
+                                         for m, idx in parts),
                                        return_exceptions=True)
         failed = [(m, r) for (m, _), r in zip(parts, results) if isinstance(r, BaseException)]
         if failed:
@@ -257,6 +260,27 @@ class ModelServer:
             energies[idx] = e
         versions = np.where(canary_mask, serving.canary.version, serving.stable.version).tolist()
         return energies, versions
+
+    def _input(self, x: np.ndarray, schema: list[str], model: LoadedModel, cats: dict | None,
+               idx: np.ndarray | None = None) -> np.ndarray:
+        """``model``'s input: its columns, categorical ones encoded (unknown values counted)."""
+        x = _columns(x, schema, model)
+        if cats and idx is not None:
+            cats = {c: v[idx] for c, v in cats.items()}
+        if not model.categories:
+            if cats:  # a column the other served version takes as categories: numbers for this one
+                import pandas as pd
+
+                x = x.copy()
+                for c, texts in cats.items():
+                    if c in model.features:
+                        x[:, model.features.index(c)] = pd.to_numeric(pd.Series(texts), errors="coerce")
+            return x
+        x, unknown = model.encode(x, cats)
+        for column, n in unknown.items():
+            self.metrics.unknown_categories.labels(region=self.region, model=self.state.model_name,
+                                                   column=column).inc(n)
+        return x
 
     def _record(self, serving: Serving, energies: np.ndarray, canary_mask: np.ndarray | None,
                 latency_ms: float) -> np.ndarray:

@@ -52,10 +52,19 @@ def output_schema(event_id_type: pa.DataType) -> pa.Schema:
                       ("model", pa.string()), ("version", pa.string())])
 
 
-def score_rows(model: LoadedModel, event_id: np.ndarray, x: np.ndarray, call_rows: int) -> pa.Table:
-    """The output rows of one batch: event id, energy, anomalous (energy > threshold), model, version."""
+def score_rows(model: LoadedModel, event_id: np.ndarray, x: np.ndarray, call_rows: int,
+               cats: dict | None = None) -> pa.Table:
+    """The output rows of one batch: event id, energy, anomalous (energy > threshold), model, version.
+    ``cats``: the batch's raw categorical values (``EventBatch.cats``), which a model with
+    categorical columns encodes with its own vocabulary."""
     if x.ndim != 2 or x.shape[1] != model.n_features:
         raise ValueError(f"expected float32 [n, {model.n_features}] features, got shape {list(x.shape)}")
+    if model.categories:
+        missing = [c for c in model.categorical if c not in (cats or {})]
+        if missing:
+            raise ValueError(f"model {model.manifest.model_name} {model.version} takes {missing} as categories; "
+                             f"declare them under the source's 'categorical' so their raw values reach it")
+        x, _unknown = model.encode(x, cats)
     e = energies(model, x, call_rows)
     n = len(e)
     zeros = pa.array(np.zeros(n, dtype=np.int32))

@@ -165,6 +165,10 @@ class NodeMetrics:
                                    m, registry=r)
         self.info = Gauge(f"{PREFIX}_region_info", "1, labelled with the node's region and each model it serves.",
                           ["region", "model"], registry=r)
+        self.unknown_categories = Counter(f"{PREFIX}_unknown_categories",
+                                          "Values of categorical columns the scoring model never saw in training "
+                                          "(scored in its 'unknown' slot), by model and column.",
+                                          ["region", "model", "column"], registry=r)
         self.energies = EnergyHistograms(labels=("model", "version"))
         r.register(self.energies)
         self._models: dict[str, ModelMetrics] = {}

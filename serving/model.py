@@ -6,6 +6,11 @@ anything is installed), loaded with TorchScript on CPU, then run once on a few r
 The warm-up both pays TorchScript's first-call optimisation cost before traffic arrives and
 proves the artifact honours the serving contract (float32 [n, features] -> finite energies
 [n]); a model that does not is refused like a tampered bundle, before it can serve a request.
+
+A model with categorical columns (``training.model.CategoricalEnergyMLP``) carries their
+vocabularies and exports ``categorical_columns``, ``vocabulary`` and ``encode``; the node reads
+the vocabularies once at load (checking ``encode`` agrees with them) and turns each request's
+raw values into codes with :meth:`LoadedModel.encode`, counting the values the model never saw.
 """
 
 from __future__ import annotations
@@ -51,10 +56,41 @@ class LoadedModel:
     # the version's calibration energies, sorted, when the bundle carries them (role "calibration"):
     # the reference of the node's live energy-shift gauge
     calibration: np.ndarray | None = field(default=None, repr=False)
+    # categorical input column index -> its categories as a pandas Index (code = position); empty: numeric-only
+    categories: dict = field(default_factory=dict, repr=False)
 
     @property
     def n_features(self) -> int:
         return len(self.features)
+
+    @property
+    def categorical(self) -> tuple[str, ...]:
+        """The features this model takes as categories (raw strings or numbers)."""
+        return tuple(self.features[j] for j in self.categories)
+
+    def encode(self, x: np.ndarray, cats: dict[str, np.ndarray] | None) -> tuple[np.ndarray, dict[str, int]]:
+        """``x`` (float32 [n, n_features], this model's order) with each categorical column replaced by
+        the codes of its canonical texts in ``cats`` (column -> object [n]; a column missing there is
+        read from the numbers in ``x``); and per column how many values were unknown to the model."""
+        if not self.categories:
+            return x, {}
+        from ebmops.core.data.categorical import canonical_numbers
+
+        out = np.array(x, dtype=np.float32, copy=True)
+        unknown: dict[str, int] = {}
+        for j, index in self.categories.items():
+            name = self.features[j]
+            texts = cats.get(name) if cats else None
+            if texts is None:
+                texts = canonical_numbers(x[:, j])
+            codes = index.get_indexer(texts)
+            missing = codes < 0
+            n_missing = int(np.count_nonzero(missing))
+            if n_missing:
+                codes[missing] = len(index)
+                unknown[name] = n_missing
+            out[:, j] = codes
+        return out, unknown
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """Energies (float32 [n]) of ``x`` (float32 [n, n_features]); blocking, call off the event loop."""
@@ -93,7 +129,8 @@ def _loaded(bundle: VerifiedBundle) -> LoadedModel:
     model = LoadedModel(version=version, manifest=bundle.manifest, features=tuple(bundle.manifest.features),
                         threshold=float(bundle.manifest.threshold), module=module,
                         loaded_at=datetime.now(timezone.utc), path=bundle.path,
-                        calibration=_calibration(bundle.files.get(CALIBRATION_ROLE)))
+                        calibration=_calibration(bundle.files.get(CALIBRATION_ROLE)),
+                        categories=_categories(module, len(bundle.manifest.features), model_name, version))
     warm_up(model)
     return model
 
@@ -111,6 +148,35 @@ def _calibration(path: Path | None) -> np.ndarray | None:
         return np.sort(e) if len(e) else None
     except (OSError, ValueError):
         return None
+
+
+def _categories(module: Any, n_features: int, model_name: str, version: str) -> dict:
+    """The vocabularies a categorical model exports (column -> pandas Index of its categories), checked
+    against its own ``encode``; {} for a numeric-only model."""
+    if not hasattr(module, "categorical_columns"):
+        return {}
+    import pandas as pd
+
+    def refuse(msg: str) -> ModelLoadError:
+        return ModelLoadError(f"bundle {model_name} {version} refused (warmup-failed): {msg}; re-export it with "
+                              "training.export.export_torchscript and publish a new version",
+                              reason="warmup-failed", model=model_name, version=version)
+
+    try:
+        out = {}
+        for j in module.categorical_columns():
+            if not 0 <= int(j) < n_features:
+                raise refuse(f"categorical column {j} is outside its {n_features} features")
+            cats = list(module.vocabulary(int(j)))
+            probe = [*cats, "\x00never-a-category"]
+            if module.encode(int(j), probe).tolist() != [float(i) for i in range(len(cats) + 1)]:
+                raise refuse(f"encode of column {j} disagrees with its vocabulary")
+            out[int(j)] = pd.Index(cats, dtype=object)
+        return out
+    except ModelLoadError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure of the artifact is a refusal
+        raise refuse(f"reading its categorical vocabularies raised {type(e).__name__}: {e}") from e
 
 
 def _load_module(path: Path, model_name: str, version: str) -> Any:

@@ -19,17 +19,26 @@ the body is the events as little-endian float32, row-major, one row of ``len(sch
 the stable model's feature order (``/readyz`` "features"), no keys (canary routing is
 pseudo-random, as for key-less JSON). ``parse_f32`` checks it with the same statuses and field
 style as the JSON path; ``parse_request`` picks the parser from the content type.
+
+**Categorical columns.** A served model may take some features as categories
+(``categorical``, see :mod:`ebmops.core.data.categorical`). There, a JSON value may be a string
+or a number (booleans and nulls are refused), a binary row carries a number; each becomes its
+canonical text in ``ScoreRequest.cats`` and the matrix holds NaN in that column until the model
+encodes it (``serving.model.LoadedModel.encode``). Every other feature is a number as above.
+Requests for numeric-only models never take this path.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 import orjson
 import simdjson
+
+from ebmops.core.data.categorical import canonical_numbers, canonical_value
 
 ALLOWED_FIELDS = ("events", "keys")
 F32 = "application/x-ebmops-f32"  # the binary /score body (and, on request, answer) media type
@@ -52,10 +61,12 @@ class InputError(Exception):
 
 @dataclass(frozen=True)
 class ScoreRequest:
-    """A checked request: ``x`` is float32 [n, len(schema)], ``keys`` None or one per event."""
+    """A checked request: ``x`` is float32 [n, len(schema)], ``keys`` None or one per event;
+    ``cats``: categorical column -> canonical texts (object [n]), None without categorical columns."""
 
     x: np.ndarray
     keys: list[str | None] | None
+    cats: dict[str, np.ndarray] | None = None
 
     @property
     def n(self) -> int:
@@ -76,13 +87,17 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     return doc
 
 
-def parse_score(raw: bytes, schema: Sequence[str], *, max_events: int, positional: int | None = None) -> ScoreRequest:
+def parse_score(raw: bytes, schema: Sequence[str], *, max_events: int, positional: int | None = None,
+                categorical: Collection[str] = ()) -> ScoreRequest:
     """Check a /score body against ``schema`` (the feature names, in matrix column order).
 
     Args:
         positional: how many values a list event must have; default ``len(schema)``. A smaller
             number means some served version needs features the positional order lacks.
+        categorical: the features that take categories (strings or numbers); see the module doc.
     """
+    if categorical:
+        return _parse_categorical(raw, schema, max_events=max_events, positional=positional, categorical=categorical)
     if positional in (None, len(schema)):
         x = _simd_matrix(raw, len(schema), max_events)
         if x is not None:
@@ -121,12 +136,16 @@ def is_f32(content_type: str | None) -> bool:
 
 
 def parse_request(raw: bytes, content_type: str | None, schema: Sequence[str], *, max_events: int,
-                  positional: int | None = None) -> ScoreRequest:
+                  positional: int | None = None, categorical: Collection[str] = ()) -> ScoreRequest:
     """A /score body of either format: binary float32 rows when ``content_type`` is ``F32``,
     else JSON (whatever else the header says, as before the binary format existed)."""
     if is_f32(content_type):
-        return parse_f32(raw, schema, max_events=max_events, positional=positional)
-    return parse_score(raw, schema, max_events=max_events, positional=positional)
+        req = parse_f32(raw, schema, max_events=max_events, positional=positional)
+        if categorical:  # numbers in categorical columns: their canonical texts
+            req = ScoreRequest(x=req.x, keys=None, cats={c: canonical_numbers(req.x[:, list(schema).index(c)])
+                                                          for c in categorical if c in schema})
+        return req
+    return parse_score(raw, schema, max_events=max_events, positional=positional, categorical=categorical)
 
 
 def parse_f32(raw: bytes, schema: Sequence[str], *, max_events: int, positional: int | None = None) -> ScoreRequest:
@@ -311,3 +330,77 @@ def _check_finite(x: np.ndarray, events: list, schema: Sequence[str]) -> None:
     field = f"events[{i}].{name}" if type(ev) is dict else f"events[{i}][{j}]"
     raise InputError(422, "non-finite value", field,
                      f"feature {name} is {value!r}, which is not a finite float32 (|x| must be below 3.4e38)")
+
+
+def _parse_categorical(raw: bytes, schema: Sequence[str], *, max_events: int, positional: int | None,
+                       categorical: Collection[str]) -> ScoreRequest:
+    """The JSON path of a model with categorical columns: every value checked, naming the first bad field."""
+    doc = parse_json(raw)
+    unknown = [k for k in doc if k not in ALLOWED_FIELDS]
+    if unknown:
+        raise InputError(422, "unknown field", unknown[0], f"the body may hold only {', '.join(ALLOWED_FIELDS)}")
+    events = doc.get("events")
+    if not isinstance(events, list):
+        raise InputError(422, "missing events", "events",
+                         f"must be a list of events, got {_json_type(events)}; each event is a list of "
+                         f"{len(schema)} values or an object keyed by feature name")
+    if not events:
+        raise InputError(422, "empty batch", "events", "holds no events; send at least one")
+    if len(events) > max_events:
+        raise InputError(413, "batch too large", "events",
+                         f"holds {len(events)} events, the limit is {max_events} (serving.max_batch_events); "
+                         "split the batch")
+    keys = _parse_keys(doc.get("keys"), len(events))
+    width = len(schema) if positional is None else positional
+    known = set(schema)
+    cat_cols = [j for j, name in enumerate(schema) if name in categorical]
+    is_cat = [name in categorical for name in schema]
+    x = np.empty((len(events), len(schema)), dtype=np.float64)
+    texts = np.empty((len(events), len(cat_cols)), dtype=object)
+    for i, ev in enumerate(events):
+        if type(ev) is list:
+            if width < len(schema):
+                _list_row(ev, i, schema, width)  # raises: positional events not accepted
+            if len(ev) != width:
+                raise InputError(422, "wrong feature count", f"events[{i}]",
+                                 f"has {len(ev)} values, the model expects {width}: {', '.join(schema)}")
+            values, fields = ev, [f"events[{i}][{j}]" for j in range(len(schema))]
+        elif type(ev) is dict:
+            if len(ev) != len(schema) or not known.issuperset(ev):
+                _dict_row(ev, i, schema, known)  # raises: unknown or missing feature
+            values, fields = [ev[name] for name in schema], [f"events[{i}].{name}" for name in schema]
+        else:
+            raise InputError(422, "invalid event", f"events[{i}]",
+                             f"is {_json_type(ev)}; an event is a list of {width} values or an object keyed by "
+                             "feature name")
+        k = 0
+        for j, v in enumerate(values):
+            t = type(v)
+            if is_cat[j]:
+                if t is str or ((t is int or t is float) and np.isfinite(v)):
+                    texts[i, k] = canonical_value(v)
+                    x[i, j] = np.nan
+                    k += 1
+                    continue
+                raise InputError(422, "invalid category", fields[j],
+                                 f"feature {schema[j]} is categorical and got {_json_type(v)} ({v!r}); send a string "
+                                 "or a finite number")
+            if t is not float and t is not int:
+                raise InputError(422, "non-numeric value", fields[j],
+                                 f"feature {schema[j]} is {_json_type(v)} ({v!r}); send a JSON number")
+            x[i, j] = v
+    with np.errstate(over="ignore"):
+        x32 = x.astype(np.float32)
+    numeric = [j for j in range(len(schema)) if not is_cat[j]]
+    if numeric:
+        finite = np.isfinite(x32[:, numeric])
+        if not finite.all():
+            i, jj = (int(v) for v in np.argwhere(~finite)[0])
+            j = numeric[jj]
+            ev = events[i]
+            field = f"events[{i}].{schema[j]}" if type(ev) is dict else f"events[{i}][{j}]"
+            value = ev[schema[j]] if type(ev) is dict else ev[j]
+            raise InputError(422, "non-finite value", field,
+                             f"feature {schema[j]} is {value!r}, which is not a finite float32 (|x| must be below "
+                             "3.4e38)")
+    return ScoreRequest(x=x32, keys=keys, cats={schema[j]: texts[:, k] for k, j in enumerate(cat_cols)})

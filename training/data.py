@@ -16,10 +16,11 @@ on identical rows, and a retried training run sees identical data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from ebmops.core.data.categorical import count_values, top_values
 from ebmops.core.data.schema import LABEL, Dataset
 from ebmops.core.errors import ConfigError
 
@@ -36,18 +37,25 @@ class DataSplit:
     train_rows: np.ndarray  # row positions in the dataset's frame, for lineage and debugging
     calib_rows: np.ndarray
     test_rows: np.ndarray
+    vocabulary: dict = field(default_factory=dict)  # categorical column -> categories (code order), learnt on train
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.x_train), "calib": len(self.x_calib), "test": len(self.x_test),
                 "test_anomalies": int(self.y_test.sum()) if self.y_test is not None else 0}
 
 
-def split_dataset(ds: Dataset, *, train_fraction: float, calibration_fraction: float, seed: int) -> DataSplit:
-    """Split ``ds`` into train / calibration / test as described in the module docstring."""
+def split_dataset(ds: Dataset, *, train_fraction: float, calibration_fraction: float, seed: int,
+                  max_categories: int = 64) -> DataSplit:
+    """Split ``ds`` into train / calibration / test as described in the module docstring. Categorical
+    columns get a vocabulary from the training rows (at most ``max_categories`` values each) and
+    become codes in every part."""
     if not (0 < train_fraction < 1 and 0 < calibration_fraction < 1 and train_fraction + calibration_fraction < 1):
         raise ConfigError(f"training.train_fraction ({train_fraction}) and training.calibration_fraction "
                           f"({calibration_fraction}) must each lie in (0, 1) and sum to less than 1; "
                           f"the rest of the normal events is the evaluation holdout")
+    if ds.schema.categorical:
+        return _split_categorical(ds, train_fraction=train_fraction, calibration_fraction=calibration_fraction,
+                                  seed=seed, max_categories=max_categories)
     x = ds.features_array()
     if not np.isfinite(x).all():
         bad = [ds.schema.features[i] for i in np.flatnonzero(~np.isfinite(x).all(axis=0))]
@@ -73,3 +81,25 @@ def split_dataset(ds: Dataset, *, train_fraction: float, calibration_fraction: f
     return DataSplit(x_train=x[train_rows], x_calib=x[calib_rows], x_test=x[test_rows],
                      y_test=None if y is None else y[test_rows], feature_names=tuple(ds.schema.features),
                      train_rows=train_rows, calib_rows=calib_rows, test_rows=test_rows)
+
+
+def _split_categorical(ds: Dataset, *, train_fraction: float, calibration_fraction: float, seed: int,
+                       max_categories: int) -> DataSplit:
+    """The same split (same rows) for a dataset with categorical columns: the rows are drawn from
+    the numeric columns' order of events, the vocabulary from the training rows, then encoded."""
+    numeric_only = Dataset(name=ds.name, frame=ds.frame.drop(columns=list(ds.schema.categorical)),
+                           schema=type(ds.schema)(features=ds.schema.numeric, has_label=ds.schema.has_label))
+    if not numeric_only.schema.features:  # every feature categorical: split on an empty matrix
+        numeric_only.frame["__row"] = 0.0
+        numeric_only.schema = type(ds.schema)(features=("__row",), has_label=ds.schema.has_label)
+    rows = split_dataset(numeric_only, train_fraction=train_fraction, calibration_fraction=calibration_fraction,
+                         seed=seed)
+    vocabulary = {}
+    for c in ds.schema.categorical:
+        counts: dict[str, int] = {}
+        count_values(ds.frame[c].to_numpy(dtype=object)[rows.train_rows], counts)
+        vocabulary[c] = top_values(counts, max_categories)
+    x = ds.features_array(vocabulary=vocabulary)
+    return DataSplit(x_train=x[rows.train_rows], x_calib=x[rows.calib_rows], x_test=x[rows.test_rows],
+                     y_test=rows.y_test, feature_names=tuple(ds.schema.features), train_rows=rows.train_rows,
+                     calib_rows=rows.calib_rows, test_rows=rows.test_rows, vocabulary=vocabulary)

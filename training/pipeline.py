@@ -19,7 +19,7 @@ from ebmops.core.data import Dataset
 from training.calibrate import calibrate, score
 from training.data import DataSplit, split_dataset
 from training.evaluate import detection_metrics, isolation_forest_baseline
-from training.model import EnergyMLP
+from training.model import EnergyMLP, categories_by_index
 from training.trainer import TrainResult, torch_threads, train_energy_model
 
 
@@ -66,8 +66,9 @@ def fit(ds: Dataset, cfg, *, checkpoint_dir: Path | None = None, resume: bool = 
         progress: bool = True) -> TrainOutcome:
     """Split ``ds``, train, calibrate and evaluate with ``cfg: TrainingSettings``."""
     split = split_dataset(ds, train_fraction=cfg.train_fraction, calibration_fraction=cfg.calibration_fraction,
-                          seed=cfg.seed)
-    result = train_energy_model(split.x_train, cfg, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
+                          seed=cfg.seed, max_categories=cfg.max_categories)
+    result = train_energy_model(split.x_train, cfg, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
+                                categories=categories_by_index(split.feature_names, split.vocabulary))
     with torch_threads(cfg.threads):  # scoring suffers the same thread contention as training
         threshold, calib_energies = calibrate(result.model, split.x_calib, cfg.threshold_quantile)
         metrics = evaluate(result.model, split, result, cfg)

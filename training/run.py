@@ -78,6 +78,7 @@ def _train_streamed(spec: dict, cfg: TrainingSettings, common: dict):
     sizes = budget(settings, len(src["features"]))
     source = open_path(src["path"], name=src.get("name", "source"), features=list(src["features"]),
                        label=src.get("label"), event_id=src.get("event_id"), region=src.get("region"),
+                       categorical=list(src.get("categorical", [])),
                        regions=list(settings.data.regions), batch_rows=sizes.batch_rows)
     split = prepare(source, cfg, sizes)
     return train_stream(source, split, cfg, shuffle_rows=int(spec.get("shuffle_rows", sizes.shuffle_rows)), **common)

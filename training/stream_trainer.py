@@ -38,7 +38,7 @@ from training.schedule import with_min_train_events
 from training.atomic import atomic_write, remove_stale_temps
 from training.budget import cost_of, next_epoch_verdict, price_for
 from training.device import amp_mode, resolve_device
-from training.model import build_model
+from training.model import build_model, categories_by_index
 from training.objective import objective_for
 from training.streaming import StreamSplit, part_masks
 from training.trainer import CHECKPOINT_NAME, WEIGHT_SHAPING_FIELDS, TrainResult, epoch_seed, torch_threads
@@ -122,7 +122,10 @@ def train_stream(source: StreamSource, split: StreamSplit, cfg, *, shuffle_rows:
         amp = amp_mode(device, cfg.amp)
         price = price_for(device.type, cfg.price_per_device_hour)
         loss_fn = objective_for(cfg)
-        model = build_model(source.schema.n_features, cfg.hidden, split.mean, split.std, seed=cfg.seed).to(device)
+        if split.vocabulary:  # a categorical source: its batches carry the split's codes
+            source = source.with_vocabulary(split.vocabulary)
+        model = build_model(source.schema.n_features, cfg.hidden, split.mean, split.std, seed=cfg.seed,
+                            categories=categories_by_index(source.schema.features, split.vocabulary)).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         scaler = amp.scaler()
         key = stream_key(source, cfg, shuffle_rows)

@@ -17,15 +17,21 @@ the exact size of each part, the mean and standard deviation of the training row
 per batch in float64, Chan et al.), and seeded samples (:class:`~ebmops.core.data.sample.BottomK`)
 of the calibration rows (threshold), the test rows (normal events and anomalies, evaluation and
 the gate's holdout) and the training rows (the IsolationForest baseline and the drift reference).
+
+A source with categorical columns first has their vocabulary learnt (:func:`learn_vocabulary`:
+one more pass, counting each column's values among the training rows); the split then reads the
+source with that vocabulary, so every sample and every training window holds codes, and the
+vocabulary goes with the split to the model.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from ebmops.core.data.categorical import count_values, top_values
 from ebmops.core.data.sample import BottomK, unit_draws, row_keys
 from ebmops.core.data.stream import Budget, EventBatch, StreamSource
 from ebmops.core.errors import ConfigError
@@ -124,6 +130,7 @@ class StreamSplit:
     test_rows: np.ndarray
     baseline_rows: np.ndarray
     seconds: float = 0.0
+    vocabulary: dict = field(default_factory=dict)  # categorical column -> categories (code order)
 
     def sizes(self) -> dict[str, int]:
         return {"train": self.n_train, "calib": self.n_calib, "test": self.n_test,
@@ -135,13 +142,46 @@ class StreamSplit:
         evaluation and export code that takes a :class:`DataSplit`."""
         return DataSplit(x_train=self.x_baseline, x_calib=self.x_calib, x_test=self.x_test, y_test=self.y_test,
                          feature_names=self.feature_names, train_rows=self.baseline_rows,
-                         calib_rows=self.calib_rows, test_rows=self.test_rows)
+                         calib_rows=self.calib_rows, test_rows=self.test_rows, vocabulary=dict(self.vocabulary))
+
+
+def counts_limit(max_categories: int) -> int:
+    """Distinct values a column's count may hold while learning its vocabulary."""
+    return max(100_000, 100 * int(max_categories))
+
+
+def learn_vocabulary(source: StreamSource, cfg, *, progress: bool = False) -> dict[str, tuple[str, ...]]:
+    """Each categorical column's categories: its ``cfg.max_categories`` most frequent values among
+    the training rows (ties by the text), from one pass. A column with more distinct values than
+    :func:`counts_limit` keeps counting only its most frequent half each time it passes that
+    (heavy hitters; exact below the limit)."""
+    cats = source.schema.categorical
+    counts: dict[str, dict[str, int]] = {c: {} for c in cats}
+    limit = counts_limit(cfg.max_categories)
+    from ebmops.core.data.stream import progress_bar
+
+    with progress_bar(source, f"categories {source.name}", progress) as bar:
+        for batch in source.iter_batches(regions=False):
+            bar.update(len(batch))
+            train = part_masks(batch, cfg)[0]
+            for c in cats:
+                count_values(batch.cats[c][train], counts[c])
+                if len(counts[c]) > limit:
+                    counts[c] = dict(sorted(counts[c].items(), key=lambda kv: (-kv[1], kv[0]))[:limit // 2])
+    empty = [c for c in cats if not counts[c]]
+    if empty:
+        raise ConfigError(f"dataset '{source.name}': categorical column(s) {empty} have no values in the training "
+                          f"rows; add data or drop them from data.sources.{source.name}.features")
+    return {c: top_values(counts[c], cfg.max_categories) for c in cats}
 
 
 def prepare(source: StreamSource, cfg, sizes: Budget, *, progress: bool = False) -> StreamSplit:
-    """One pass over ``source``: the split's exact sizes, standardisation and bounded samples."""
+    """One pass over ``source``: the split's exact sizes, standardisation and bounded samples
+    (after one more pass learning the vocabulary of categorical columns, if any)."""
     check_fractions(cfg.train_fraction, cfg.calibration_fraction)
     started = time.perf_counter()
+    if source.schema.categorical and not source.vocabulary:
+        source = source.with_vocabulary(learn_vocabulary(source, cfg, progress=progress))
     f = source.schema.n_features
     n = 0
     mean, m2 = np.zeros(f), np.zeros(f)
@@ -170,4 +210,4 @@ def prepare(source: StreamSource, cfg, sizes: Budget, *, progress: bool = False)
                        n_test=counts["test"], n_test_anomalies=counts["anom"], mean=mean.astype(np.float32),
                        std=std.astype(np.float32), x_calib=c["x"], x_test=test["x"][order], y_test=y_test,
                        x_baseline=b["x"], calib_rows=c["rows"], test_rows=test["rows"][order], baseline_rows=b["rows"],
-                       seconds=time.perf_counter() - started)
+                       seconds=time.perf_counter() - started, vocabulary=dict(source.vocabulary))

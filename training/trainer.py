@@ -83,6 +83,10 @@ def checkpoint_key(x_train: np.ndarray, cfg) -> str:
     return h.hexdigest()
 
 
+def _categories_key(categories: dict) -> str:
+    return hashlib.sha256(json.dumps({str(j): list(v) for j, v in sorted(categories.items())}).encode()).hexdigest()[:16]
+
+
 @contextlib.contextmanager
 def torch_threads(n: int):
     """Use ``n`` torch CPU threads inside the block (0: leave as is), then restore the previous count."""
@@ -117,8 +121,9 @@ def _load_checkpoint(path: Path, key: str, device: torch.device) -> dict | None:
 
 
 def train_energy_model(x_train: np.ndarray, cfg, *, checkpoint_dir: Path | None = None, resume: bool = True,
-                       progress: bool = True) -> TrainResult:
-    """Train an :class:`EnergyMLP` on normal events ``x_train`` (raw features) with ``cfg: TrainingSettings``."""
+                       progress: bool = True, categories: dict | None = None) -> TrainResult:
+    """Train an :class:`EnergyMLP` on normal events ``x_train`` (raw features) with ``cfg: TrainingSettings``;
+    ``categories`` (input column -> categories) makes the columns it names one-hot codes."""
     x = _check_input(x_train)
     cfg = with_min_train_events(cfg, len(x))  # small training sets get more epochs (training/schedule.py)
     with torch_threads(cfg.threads):
@@ -127,10 +132,10 @@ def train_energy_model(x_train: np.ndarray, cfg, *, checkpoint_dir: Path | None 
         price = price_for(device.type, cfg.price_per_device_hour)
         loss_fn = objective_for(cfg)
         mean, std = fit_standardisation(x, cfg.std_floor)
-        model = build_model(x.shape[1], cfg.hidden, mean, std, seed=cfg.seed).to(device)
+        model = build_model(x.shape[1], cfg.hidden, mean, std, seed=cfg.seed, categories=categories).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         scaler = amp.scaler()
-        key = checkpoint_key(x, cfg)
+        key = checkpoint_key(x, cfg) if not categories else checkpoint_key(x, cfg) + _categories_key(categories)
         ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
 
         start, seconds, history = 0, 0.0, []

@@ -40,7 +40,13 @@ class SourceSettings(BaseModel):
 
     path: str = Field(description="Parquet (.parquet) or CSV (.csv) file, a directory or glob of Parquet files, or "
                                   "s3://bucket/prefix (a Parquet file or every .parquet object under the prefix).")
-    features: list[str] = Field(min_length=1, description="Numeric feature columns, in model input order.")
+    features: list[str] = Field(min_length=1, description="Feature columns, in model input order; numeric unless "
+                                                          "listed under 'categorical'.")
+    categorical: list[str] = Field(default_factory=list,
+                                   description="Features whose values are categories (strings or numbers used as "
+                                               "labels: protocol, service, country, port); each must be one of "
+                                               "'features'. Their vocabulary is learnt at training and travels in the "
+                                               "exported model; a value it never saw scores as 'unknown'.")
     label: str | None = Field(default=None, description="Optional 0/1 label column (1 = anomaly), used only for evaluation.")
     event_id: str | None = Field(default=None, description="Optional event id column; a row number is used when absent.")
     region: str | None = Field(default=None, description="Optional region column; regions are assigned from the event id when absent.")
@@ -58,6 +64,12 @@ class SourceSettings(BaseModel):
     def _check_s3(self) -> "SourceSettings":
         if (self.access_key is None) != (self.secret_key is None):
             raise ValueError("set both access_key and secret_key of a source, or neither")
+        unknown = [c for c in self.categorical if c not in self.features]
+        if unknown:
+            raise ValueError(f"categorical column(s) {unknown} are not among the source's features {self.features}; "
+                             f"add them to 'features' (model input order) or remove them from 'categorical'")
+        if len(set(self.categorical)) != len(self.categorical):
+            raise ValueError(f"categorical lists a column twice: {self.categorical}")
         return self
 
 
@@ -135,6 +147,10 @@ class TrainingSettings(BaseModel):
                                        description="Training stops cleanly before an epoch whose projected cost "
                                                    "(across resumes) would pass this amount.")
     baseline_trees: int = Field(default=100, ge=1, description="Trees of the IsolationForest baseline.")
+    max_categories: int = Field(default=64, ge=1,
+                                description="Most categories a categorical column keeps: its most frequent values in "
+                                            "the training rows (ties by the value's text); rarer ones score as "
+                                            "'unknown', so a high-cardinality column cannot blow up the model.")
     shuffle_buffer_rows: int = Field(default=262144, ge=1,
                                      description="Streamed training: rows shuffled together in one buffer window; a "
                                                  "checkpoint is written after every window, so a resume loses at most one.")

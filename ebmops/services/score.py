@@ -232,7 +232,7 @@ def score_partition(job: ScoreJob, index: int) -> dict:
     part = job.source.partitions[index]
     try:
         for batch in read_ahead(job.source.iter_batches(partitions=[index], regions=False)):  # output has no region
-            table = score_rows(model, batch.event_id, batch.x, s.score.call_rows)
+            table = score_rows(model, batch.event_id, batch.x, s.score.call_rows, batch.cats)
             if writer is None:
                 writer = pq.ParquetWriter(tmp, table.schema, **WRITE_OPTIONS)
             writer.write_table(table)

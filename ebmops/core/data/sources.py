@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from ebmops.core.data.categorical import canonical_arrow
 from ebmops.core.data.schema import EVENT_ID, LABEL, REGION, Dataset, FeatureSchema, assign_regions
 from ebmops.core.errors import ConfigError, DatasetError
 
@@ -24,8 +26,10 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 def canonical_frame(raw: pd.DataFrame, *, name: str, features: list[str], label: str | None,
-                    event_id: str | None, region: str | None, regions: list[str]) -> Dataset:
-    """Map a user's frame onto the canonical columns, checking the declared schema."""
+                    event_id: str | None, region: str | None, regions: list[str],
+                    categorical: list[str] | tuple[str, ...] = ()) -> Dataset:
+    """Map a user's frame onto the canonical columns, checking the declared schema. Categorical
+    columns hold canonical strings (:mod:`ebmops.core.data.categorical`), the rest float64."""
     declared = {"features": features, "label": [label] if label else [], "event_id": [event_id] if event_id else [],
                 "region": [region] if region else []}
     for fld, cols in declared.items():
@@ -33,18 +37,25 @@ def canonical_frame(raw: pd.DataFrame, *, name: str, features: list[str], label:
         if missing:
             raise DatasetError(f"data.sources.{name}.{fld} names column(s) {missing} that the file does not have; "
                                f"its columns are {list(raw.columns)[:20]}")
-    non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(raw[c])]
+    cats = set(categorical)
+    non_numeric = [c for c in features if c not in cats and not pd.api.types.is_numeric_dtype(raw[c])]
     if non_numeric:
-        raise DatasetError(f"data.sources.{name}.features: column(s) {non_numeric} are not numeric; "
-                           f"encode them as numbers or drop them from the feature list")
+        raise DatasetError(f"data.sources.{name}.features: column(s) {non_numeric} are not numeric; declare them "
+                           f"under data.sources.{name}.categorical, encode them as numbers, or drop them from the "
+                           f"feature list")
     ids = raw[event_id] if event_id else pd.Series(np.arange(len(raw), dtype=np.int64))
     out = pd.DataFrame({EVENT_ID: ids.to_numpy()})
     out[REGION] = raw[region].astype(str).to_numpy() if region else assign_regions(out[EVENT_ID], regions)
     if label:
         out[LABEL] = raw[label].astype(np.int8).to_numpy()
     for c in features:
-        out[c] = raw[c].to_numpy(dtype=np.float64, na_value=np.nan) if raw[c].dtype != np.float64 else raw[c].to_numpy()
-    return Dataset(name=name, frame=out, schema=FeatureSchema(tuple(features), has_label=bool(label)))
+        if c in cats:
+            out[c] = canonical_arrow(pa.array(raw[c], from_pandas=True))
+        else:
+            out[c] = (raw[c].to_numpy(dtype=np.float64, na_value=np.nan) if raw[c].dtype != np.float64
+                      else raw[c].to_numpy())
+    schema = FeatureSchema(tuple(features), has_label=bool(label), categorical=tuple(c for c in features if c in cats))
+    return Dataset(name=name, frame=out, schema=schema)
 
 
 def load_dataset(name: str, settings) -> Dataset:
@@ -73,7 +84,7 @@ def load_dataset(name: str, settings) -> Dataset:
         return open_source(name, settings).read_dataset()
     raw = read_table(Path(path))
     ds = canonical_frame(raw, name=name, features=list(src.features), label=src.label, event_id=src.event_id,
-                         region=src.region, regions=regions)
+                         region=src.region, regions=regions, categorical=src.categorical)
     ds.meta["source"] = str(src.path)
     return ds
 

@@ -9,7 +9,9 @@ ordered list of **partitions**: one Parquet or CSV file, every ``.parquet`` file
 a fixed order (partitions sorted by path, rows in file order), already in the canonical shape
 of :mod:`ebmops.core.data.sources`: ``event_id``, ``region`` (the source's column, else the
 deterministic hash of the id), optional ``label`` (int8) and the features in model order as one
-float32 matrix. Each batch carries its **position** ``(partition, batch)`` and the global row
+float32 matrix. Categorical features (``FeatureSchema.categorical``) come as canonical strings
+in ``EventBatch.cats``; their matrix column holds their codes once the source carries a
+vocabulary (:meth:`StreamSource.with_vocabulary`, learnt at training), NaN before. Each batch carries its **position** ``(partition, batch)`` and the global row
 number of its first row. Batches are cut at exact multiples of ``batch_rows`` inside a
 partition, so ``start=Position(p, b)`` resumes a scan at the same rows it would have reached:
 Parquet seeks to the row group that holds row ``b * batch_rows``; CSV (one file) reads past
@@ -31,7 +33,7 @@ import glob as globmod
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -42,6 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from ebmops.core.data.categorical import canonical_arrow, encode
 from ebmops.core.data.schema import EVENT_ID, LABEL, REGION, Dataset, FeatureSchema, assign_regions
 from ebmops.core.errors import ConfigError, DatasetError
 
@@ -79,7 +82,9 @@ class Partition:
 
 @dataclass
 class EventBatch:
-    """Canonical events of one batch: ids, regions, labels (or None) and float32 features [n, F]."""
+    """Canonical events of one batch: ids, regions, labels (or None) and float32 features [n, F];
+    ``cats``: the raw categorical values (column -> canonical strings, None for a null), empty
+    for a numeric-only source."""
 
     position: Position
     row0: int  # global row number (source order) of the first row
@@ -87,6 +92,7 @@ class EventBatch:
     region: np.ndarray | None  # None when read with regions=False
     label: np.ndarray | None
     x: np.ndarray
+    cats: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -102,6 +108,8 @@ class EventBatch:
         if self.label is not None:
             out[LABEL] = self.label
         feats = pd.DataFrame(self.x.astype(np.float64), columns=list(features))
+        for c, values in self.cats.items():  # categorical columns: their raw values, as load_dataset gives them
+            feats[c] = values
         return pd.concat([out, feats], axis=1)
 
 
@@ -161,6 +169,15 @@ class StreamSource:
     batch_rows: int
     uri: str
     arrow_types: dict = field(default_factory=dict)  # partition index -> {canonical column: arrow type string}
+    vocabulary: dict = field(default_factory=dict)  # categorical column -> categories (code order); see with_vocabulary
+
+    def with_vocabulary(self, vocabulary: dict) -> "StreamSource":
+        """This source, its batches carrying the codes of ``vocabulary`` (column -> categories) in the
+        matrix columns of its categorical features (unknown values: ``len(categories)``)."""
+        missing = [c for c in self.schema.categorical if c not in vocabulary]
+        if missing:
+            raise ConfigError(f"dataset '{self.name}': the vocabulary lacks categorical column(s) {missing}")
+        return replace(self, vocabulary={c: tuple(vocabulary[c]) for c in self.schema.categorical})
 
     @property
     def n_rows(self) -> int | None:
@@ -173,16 +190,19 @@ class StreamSource:
         """sha256 of what identifies the data without reading it: each partition's path, size,
         modification time (S3: the same, from the listing) and row count, and the column mapping."""
         h = hashlib.sha256()
-        h.update(json.dumps({"name": self.name, "columns": self.columns, "schema": self.schema.to_dict(),
-                             "parts": [[p.path, p.size, p.mtime, p.rows] for p in self.partitions]},
-                            sort_keys=True).encode())
+        doc = {"name": self.name, "columns": self.columns, "schema": self.schema.to_dict(),
+               "parts": [[p.path, p.size, p.mtime, p.rows] for p in self.partitions]}
+        if self.vocabulary:  # numeric-only sources keep their fingerprint
+            doc["vocabulary"] = {c: list(v) for c, v in self.vocabulary.items()}
+        h.update(json.dumps(doc, sort_keys=True).encode())
         return h.hexdigest()
 
     def non_numeric(self) -> list[tuple[int, str, str]]:
-        """(partition, column, arrow type) of every feature or label that is not numeric."""
+        """(partition, column, arrow type) of every numeric feature or label that is not numeric
+        (categorical features may be of any type)."""
         out = []
         for i, types in self.arrow_types.items():
-            for col in [*([LABEL] if self.schema.has_label else []), *self.schema.features]:
+            for col in [*([LABEL] if self.schema.has_label else []), *self.schema.numeric]:
                 t = types.get(col)
                 if t is not None and not _numeric(t):
                     out.append((i, col, t))
@@ -219,7 +239,8 @@ class StreamSource:
         if bad:
             i, col, t = bad[0]
             raise DatasetError(f"dataset '{self.name}': column '{self._source_name(col)}' of partition "
-                               f"{self.partitions[i].path} is {t}, not numeric; encode it as numbers, or drop it "
+                               f"{self.partitions[i].path} is {t}, not numeric; declare it under "
+                               f"data.sources.{self.name}.categorical, encode it as numbers, or drop it "
                                f"from data.sources.{self.name}.features")
         for pos, row0, table in self.iter_tables(partitions=partitions, start=start, batch_rows=batch_rows,
                                                  regions=regions):
@@ -284,8 +305,14 @@ class StreamSource:
     def _event_batch(self, pos: Position, row0: int, table: pa.Table) -> EventBatch:
         n = table.num_rows
         x = np.empty((n, self.schema.n_features), dtype=np.float32)
+        cats: dict = {}
+        categorical = self.schema.categorical
         for j, c in enumerate(self.schema.features):
             col = table.column(c)
+            if categorical and c in categorical:
+                cats[c] = values = canonical_arrow(col)
+                x[:, j] = encode(values, self.vocabulary[c]) if c in self.vocabulary else np.nan
+                continue
             x[:, j] = col.to_numpy() if not pa.types.is_boolean(col.type) else _to_numpy(col, np.float32)
         label = None
         if self.schema.has_label:
@@ -302,7 +329,7 @@ class StreamSource:
                 col = pc.cast(col, pa.string())
             region = col.to_numpy(zero_copy_only=False)
         return EventBatch(position=pos, row0=row0, event_id=table.column(EVENT_ID).to_numpy(),
-                          region=region, label=label, x=x)
+                          region=region, label=label, x=x, cats=cats)
 
 
 def _to_numpy(col: pa.ChunkedArray, dtype) -> np.ndarray:
@@ -370,7 +397,7 @@ def open_source(name: str, settings, *, batch_rows: int | None = None) -> Stream
         raise ConfigError(f"dataset '{name}' is not known; use one of {known} or declare it under data.sources")
     fs = s3_filesystem(src, settings) if str(src.path).startswith("s3://") else None
     return open_path(src.path, name=name, features=list(src.features), label=src.label, event_id=src.event_id,
-                     region=src.region, regions=regions, filesystem=fs,
+                     region=src.region, regions=regions, filesystem=fs, categorical=list(src.categorical),
                      batch_rows=batch_rows or budget(settings, len(src.features)).batch_rows)
 
 
@@ -392,8 +419,9 @@ def s3_filesystem(src, settings) -> pafs.S3FileSystem:
 
 def open_path(path: str, *, name: str, features: list[str], label: str | None = None, event_id: str | None = None,
               region: str | None = None, regions: list[str], filesystem: pafs.FileSystem | None = None,
-              batch_rows: int = 65536) -> StreamSource:
-    """Open ``path`` (file, directory, glob or s3://bucket/prefix) as a :class:`StreamSource`."""
+              batch_rows: int = 65536, categorical: list[str] | tuple[str, ...] = ()) -> StreamSource:
+    """Open ``path`` (file, directory, glob or s3://bucket/prefix) as a :class:`StreamSource`;
+    ``categorical`` names the features read as raw categories."""
     try:
         fs, parts = _discover(str(path), filesystem, name)
     except OSError as e:
@@ -401,7 +429,10 @@ def open_path(path: str, *, name: str, features: list[str], label: str | None = 
                  else f"data.sources.{name}.path and its permissions")
         raise DatasetError(f"cannot list event source {path} (dataset '{name}'): {e}; check {where}") from e
     columns = {EVENT_ID: event_id, REGION: region, LABEL: label}
-    schema = FeatureSchema(tuple(features), has_label=bool(label))
+    try:
+        schema = FeatureSchema(tuple(features), has_label=bool(label), categorical=tuple(categorical))
+    except ValueError as e:
+        raise ConfigError(f"data.sources.{name}.categorical: {e}") from None
     declared = {"features": features, "label": [label] if label else [], "event_id": [event_id] if event_id else [],
                 "region": [region] if region else []}
     finished, types, row0 = [], {}, 0

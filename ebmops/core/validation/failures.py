@@ -63,7 +63,8 @@ def _message(spec: ExpectationSpec, outcome: dict, observed, frame: pd.DataFrame
         dtype = frame[col].dtype if col in frame.columns else "unknown"
         examples = (outcome["result"] or {}).get("partial_unexpected_list") or []
         shown = f", e.g. {examples[:3]!r}" if examples else ""
-        return f"column '{col}' is not numeric (dtype {dtype}{shown})"
+        return (f"column '{col}' is not numeric (dtype {dtype}{shown}); declare it under "
+                f"data.sources.<name>.categorical if it holds categories, or clean it to numbers")
     if spec.type == NOT_NULL:
         nulls = int(frame[col].isna().sum()) if col in frame.columns else None
         return f"column '{col}' has {nulls} null value(s) in {len(frame)} rows"

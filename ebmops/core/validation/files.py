@@ -74,7 +74,8 @@ def reference_for(dataset_name: str, settings) -> ReferenceProfile:
     profile = ReferenceProfile.load(path)
     if dataset_name != "kdd99":
         src = _source(dataset_name, settings)
-        check_schema(profile, dataset_name, FeatureSchema(tuple(src.features), has_label=bool(src.label)), path)
+        check_schema(profile, dataset_name, FeatureSchema(tuple(src.features), has_label=bool(src.label),
+                                                                  categorical=tuple(src.categorical)), path)
     return profile
 
 

@@ -1,7 +1,8 @@
 """The reference profile: what a good batch of a dataset looks like.
 
 The first time a dataset is validated, its full canonical frame is summarised into a
-``ReferenceProfile``: per feature the dtype kind, min and max; the schema's feature order;
+``ReferenceProfile``: per numeric feature the dtype kind, min and max (categorical features have
+no range: any value is allowed, an unseen one scores as unknown); the schema's feature order;
 whether a label is present; the row count, creation time and the data fingerprint. The
 profile is saved as ``<data_dir>/reference/<dataset>.json`` and is the fixed baseline every
 later batch is checked against: it is *not* rebuilt when newer data has wider ranges.
@@ -51,10 +52,15 @@ class ReferenceProfile:
     fingerprint: str
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     version: int = PROFILE_VERSION
+    categorical: tuple[str, ...] = ()  # features of any type, not null, no range
 
     @property
     def schema(self) -> FeatureSchema:
-        return FeatureSchema(features=self.features, has_label=self.has_label)
+        return FeatureSchema(features=self.features, has_label=self.has_label, categorical=self.categorical)
+
+    @property
+    def numeric(self) -> tuple[str, ...]:
+        return tuple(f for f in self.features if f not in self.categorical)
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, schema: FeatureSchema, *, dataset: str = "") -> "ReferenceProfile":
@@ -71,6 +77,10 @@ class ReferenceProfile:
         bad: list[str] = []
         for name in schema.features:
             col = frame[name]
+            if name in schema.categorical:
+                if col.isna().any():
+                    bad.append(f"{name} (has nulls)")
+                continue
             if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
                 bad.append(f"{name} (dtype {col.dtype}, not numeric)")
                 continue
@@ -83,12 +93,17 @@ class ReferenceProfile:
             raise DatasetError(f"cannot use dataset '{dataset}' as a validation reference: {', '.join(bad)}. "
                                f"Clean the source data first; the reference is the baseline of every later batch.")
         return cls(dataset=dataset, features=tuple(schema.features), has_label=schema.has_label, columns=columns,
-                   n_rows=int(len(frame)), fingerprint=frame_fingerprint(frame, schema))
+                   n_rows=int(len(frame)), fingerprint=frame_fingerprint(frame, schema),
+                   categorical=tuple(schema.categorical))
 
     # ---- persistence ------------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = asdict(self)
         d["features"] = list(self.features)
+        if self.categorical:
+            d["categorical"] = list(self.categorical)
+        else:  # numeric-only profiles keep their old form
+            del d["categorical"]
         return d
 
     @classmethod
@@ -98,7 +113,8 @@ class ReferenceProfile:
                                f"(expected {PROFILE_VERSION}); delete the file to rebuild it")
         return cls(dataset=d["dataset"], features=tuple(d["features"]), has_label=bool(d["has_label"]),
                    columns={k: ColumnProfile(**v) for k, v in d["columns"].items()}, n_rows=int(d["n_rows"]),
-                   fingerprint=d["fingerprint"], created_at=d["created_at"], version=d["version"])
+                   fingerprint=d["fingerprint"], created_at=d["created_at"], version=d["version"],
+                   categorical=tuple(d.get("categorical", ())))
 
     def save(self, path: Path) -> Path:
         """Write atomically (temp file, then rename): a reader never sees half a profile."""
@@ -163,12 +179,14 @@ def adopt_reference(dataset: str, schema: FeatureSchema, settings, *, build) -> 
 
 def check_schema(profile: ReferenceProfile, dataset: str, schema: FeatureSchema, path: Path) -> ReferenceProfile:
     """Return ``profile`` when it was built for ``schema``; else say how to re-baseline."""
-    if tuple(schema.features) == profile.features and schema.has_label == profile.has_label:
+    if (tuple(schema.features) == profile.features and schema.has_label == profile.has_label
+            and tuple(schema.categorical) == profile.categorical):
         return profile
     added = [f for f in schema.features if f not in profile.features]
     dropped = [f for f in profile.features if f not in schema.features]
     reordered = not added and not dropped and tuple(schema.features) != profile.features
     raise DatasetError(f"dataset '{dataset}' no longer matches its reference profile {path} "
                        f"(features added: {added}, dropped: {dropped}, order changed: {reordered}, "
-                       f"label: {profile.has_label} -> {schema.has_label}). If the schema change is intended, "
+                       f"label: {profile.has_label} -> {schema.has_label}, categorical: {list(profile.categorical)} -> "
+                       f"{list(schema.categorical)}). If the schema change is intended, "
                        f"delete {path} to re-baseline on the current data.")

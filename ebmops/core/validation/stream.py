@@ -112,7 +112,9 @@ def _tally_table(source, tallies, pos, row0, table, feats, has_label, sample_row
     if n == 0:
         return
     types = source.arrow_types.get(pos.partition, {})
-    bad = {c for c in [*feats, *([LABEL] if has_label else [])] if c in types and not _is_numeric(types[c])}
+    cats = set(source.schema.categorical)
+    bad = {c for c in [*feats, *([LABEL] if has_label else [])]
+           if c not in cats and c in types and not _is_numeric(types[c])}
     region = table.column(REGION)
     if not pa.types.is_string(region.type):
         region = pc.cast(region, pa.string())
@@ -126,6 +128,10 @@ def _tally_table(source, tallies, pos, row0, table, feats, has_label, sample_row
     null_mask = np.zeros((n, len(feats)), dtype=bool)
     for j, c in enumerate(feats):
         col = table.column(c)
+        if c in cats:  # any type; only nulls (and NaN) count here, no range
+            null_mask[:, j] = col.is_null(nan_is_null=True).to_numpy(zero_copy_only=False)
+            x[:, j] = np.nan
+            continue
         if c in bad:
             null_mask[:, j] = col.is_null().to_numpy(zero_copy_only=False)
             x[:, j] = np.nan
@@ -191,6 +197,10 @@ def profile_from_tallies(source: StreamSource, tallies: dict) -> ReferenceProfil
     bad: list[str] = []
     columns: dict[str, ColumnProfile] = {}
     for j, name in enumerate(feats):
+        if name in source.schema.categorical:
+            if sum(t.nulls.get(name, 0) for t in tallies.values()):
+                bad.append(f"{name} (has nulls)")
+            continue
         wrong = next((t.bad_types[name] for t in tallies.values() if name in t.bad_types), None)
         if wrong:
             bad.append(f"{name} ({wrong}, not numeric)")
@@ -207,7 +217,8 @@ def profile_from_tallies(source: StreamSource, tallies: dict) -> ReferenceProfil
         raise DatasetError(f"cannot use dataset '{source.name}' as a validation reference: {', '.join(bad)}. "
                            f"Clean the source data first; the reference is the baseline of every later batch.")
     return ReferenceProfile(dataset=source.name, features=tuple(feats), has_label=source.schema.has_label,
-                            columns=columns, n_rows=int(rows), fingerprint=source.fingerprint())
+                            columns=columns, n_rows=int(rows), fingerprint=source.fingerprint(),
+                            categorical=tuple(source.schema.categorical))
 
 
 def _exact_outcome(spec, t: RegionTally, features: tuple[str, ...]) -> dict:
@@ -265,7 +276,8 @@ def validate_tally(t: RegionTally, profile: ReferenceProfile, settings) -> Valid
             unexpected = sorted(v for v in t.label_values if v not in (0, 1))
             f["message"] = f"column '{col}' has values {unexpected[:10]!r} outside the allowed [0, 1]"
         elif f["expectation"] == NUMERIC and col in t.bad_types:
-            f["message"] = f"column '{col}' is not numeric ({t.bad_types[col]})"
+            f["message"] = (f"column '{col}' is not numeric ({t.bad_types[col]}); declare it under "
+                            f"data.sources.{profile.dataset}.categorical if it holds categories, or clean it to numbers")
     raw.update(sample_rows=int(len(frame)), rows=t.rows,
                exact={"nulls": dict(t.nulls), "label_values": sorted(t.label_values)[:20],
                       "bad_types": dict(t.bad_types)})

@@ -6,9 +6,10 @@ For a dataset with features ``f1..fn`` it expects:
 
 * every schema column present: ``event_id``, ``region``, ``label`` (when the reference has
   one) and each feature (one table-level expectation; each missing column is its own failure);
-* each feature (and the label) of a numeric dtype;
+* each numeric feature (and the label) of a numeric dtype; a categorical feature may hold
+  strings or numbers (an unseen value is allowed: it scores as unknown);
 * no nulls in the features, ``event_id``, ``region`` and ``label``;
-* each feature's min and max within the reference range widened by ``range_tolerance``
+* each numeric feature's min and max within the reference range widened by ``range_tolerance``
   times that range (see :func:`allowed_range`);
 * labels only 0 or 1;
 * at least ``min_rows`` rows.
@@ -78,11 +79,11 @@ def required_columns(profile: ReferenceProfile) -> list[str]:
 def build_suite(profile: ReferenceProfile, settings) -> list[ExpectationSpec]:
     """Derive the suite from the reference and ``ValidationSettings`` (or a whole ``Settings``)."""
     vs = getattr(settings, "validation", settings)
-    numeric = [*([LABEL] if profile.has_label else []), *profile.features]
+    numeric = [*([LABEL] if profile.has_label else []), *profile.numeric]
     specs = [ExpectationSpec(COLUMNS, {"column_set": required_columns(profile), "exact_match": False})]
     specs += [ExpectationSpec(NUMERIC, {"column": c, "type_list": NUMERIC_TYPES}) for c in numeric]
     specs += [ExpectationSpec(NOT_NULL, {"column": c, "min_value": 1.0}) for c in required_columns(profile)]
-    for name in profile.features:
+    for name in profile.numeric:
         lo, hi = allowed_range(profile.columns[name], vs.range_tolerance)
         specs.append(ExpectationSpec(MIN, {"column": name, "min_value": lo}))
         specs.append(ExpectationSpec(MAX, {"column": name, "max_value": hi}))
