@@ -38,7 +38,7 @@ def _expected(path, rows) -> np.ndarray:
 
 
 def _unknown(node, column: str) -> float:
-    samples = metric_samples(node.client.get("/metrics").text)
+    samples = metric_samples(node.client.get("/metrics").text, model=None)  # every label, model included
     return samples.get((UNKNOWN, (("column", column), ("model", MODEL), ("region", REGION))), 0.0)
 
 
