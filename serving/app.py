@@ -218,7 +218,7 @@ class ModelServer:
         energies, versions = await self._score_routed(serving, schema, req.x, canary_mask, req.cats)
         anomaly = self._record(serving, energies, canary_mask, (time.perf_counter() - t0) * 1000.0)
         if self.recent is not None:
-            self.recent.offer(tuple(schema), req.x, energies)
+            self.recent.offer(tuple(schema), req.x, energies, req.cats)
         if accept and F32 in accept.lower() and (canary_mask is None or not canary_mask.any() or canary_mask.all()):
             model = serving.canary if canary_mask is not None and canary_mask.any() else serving.stable
             return Reply(200, np.asarray(energies, dtype="<f4").tobytes(),

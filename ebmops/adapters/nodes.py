@@ -222,8 +222,11 @@ def fetch_recent(settings: Settings, region: str, n: int, path: Path) -> Path:
     bodies = _replica_bodies(settings, region, model_path(settings, "recent"), {"n": -(-n // k)}, timeout_s=30)
     features = bodies[0]["features"]
     same = [b for b in bodies if b["features"] == features]  # a replica mid-reload may serve another schema
-    events = [np.asarray(b["events"], dtype=np.float32).reshape(-1, len(features)) for b in same]
-    frame = pd.DataFrame(np.concatenate(events), columns=features)
+    rows = [row for b in same for row in b["events"]]
+    frame = pd.DataFrame(rows, columns=features) if rows else pd.DataFrame(columns=features, dtype=np.float32)
+    for c in features:  # numeric columns as float32; categorical ones keep the raw texts the node kept
+        if pd.api.types.is_numeric_dtype(frame[c]):
+            frame[c] = frame[c].astype(np.float32)
     frame["energy"] = np.concatenate([np.asarray(b["energies"], dtype=np.float32) for b in same])
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path)

@@ -74,6 +74,25 @@ def test_a_node_scores_raw_categories_and_counts_unseen_ones(store, key, node_fa
         assert rb.status_code == 200, rb.text
         assert np.allclose(rb.json()["energies"], _expected(path, [["0", "80", 10.1, 0.5]]), atol=1e-5)
         assert _unknown(node, "proto") == 3.0
+        # the recent sample (drift reports, hotfixes) keeps what clients sent, not one version's codes
+        recent = node.client.get("/recent", params={"n": 2}).json()
+        assert recent["features"] == FEATURES
+        assert recent["events"][0][:2] == ["tcp", "443"] and recent["events"][1][:2] == ["0", "80"]
+        assert recent["events"][1][2:] == pytest.approx([10.1, 0.5])
+
+
+def test_the_recent_ring_keeps_raw_categories_across_the_wrap():
+    from serving.recent import RecentEvents
+
+    ring = RecentEvents(capacity=4, keep_every=1)
+    feats = ("proto", "bytes")
+    for i in range(3):  # 6 events into 4 slots: the ring wraps
+        x = np.array([[np.nan, 2.0 * i], [np.nan, 2.0 * i + 1]], dtype=np.float32)
+        ring.offer(feats, x, np.array([i, i], dtype=np.float32), {"proto": np.array([f"p{2 * i}", f"p{2 * i + 1}"],
+                                                                                     dtype=object)})
+    names, rows, energies = ring.latest(10)
+    assert names == ["proto", "bytes"] and [r[0] for r in rows] == ["p2", "p3", "p4", "p5"]
+    assert [r[1] for r in rows] == [2.0, 3.0, 4.0, 5.0] and energies.tolist() == [1, 1, 2, 2]
 
 
 def test_numeric_models_report_no_unknown_categories(store, key, node_factory, tmp_path):
