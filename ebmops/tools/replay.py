@@ -52,11 +52,13 @@ def drifted_slice(events: np.ndarray, *, min_rows: int = 2000) -> np.ndarray:
 
 
 class Replayer:
-    """Background replay of ``events`` (rows of features) to each region's node."""
+    """Background replay of ``events`` (rows of features) to each region's node: to ``/score`` (the node's
+    default model), or with ``model`` to ``/v1/models/<model>/score``."""
 
     def __init__(self, urls: dict[str, str], events: np.ndarray, *, batch: int = 64, rate: float = 20.0,
-                 seed: int = 0):
+                 seed: int = 0, model: str | None = None):
         self.urls = urls
+        self.path = f"/v1/models/{model}/score" if model else "/score"
         self.events = np.asarray(events, dtype=np.float32)
         self.batch = batch
         self.rate = rate
@@ -144,7 +146,7 @@ class Replayer:
         body = orjson.dumps({"events": x.tolist(), "keys": [f"evt-{int(r)}" for r in rows]})
         t0 = time.perf_counter()
         try:
-            r = client.post(stats.url + "/score", content=body, headers={"content-type": "application/json"})
+            r = client.post(stats.url + self.path, content=body, headers={"content-type": "application/json"})
             ms = (time.perf_counter() - t0) * 1000.0
             stats.requests += 1
             if r.status_code == 200:
