@@ -16,6 +16,7 @@ from ebmops.core.runtime import prepare_environment
 from ebmops.core.settings import load_settings
 from ebmops.core.state import open_store
 from ebmops.services import drift as steps
+from ebmops.services import models
 from ebmops.services.hotfix import HotfixRun
 from flows.gate import gate as gate_flow
 from flows.rollout import rollout as rollout_flow
@@ -28,8 +29,11 @@ build_task = task(steps.build_hotfix, name="recalibrate-or-retrain", cache_polic
 
 @flow(name="hotfix", log_prints=True)
 def hotfix(region: str, model: str, version: str, delta: float, auto_approve_as: str | None = None) -> dict:
-    settings = load_settings()
-    prepare_environment(settings)
+    """Hotfix ``model`` in ``region`` (started by a breach event naming them): everything below acts on that
+    model only, on the breached version's own dataset (its schema and reference validate the recent events)."""
+    base = load_settings()
+    prepare_environment(base)
+    settings = models.resolve(base, model=model, version=version)
     log = get_run_logger()
     run = HotfixRun.start(settings, open_store(settings), region=region, model=model, version=version, delta=delta,
                           progress=log.info)
@@ -44,8 +48,8 @@ def hotfix(region: str, model: str, version: str, delta: float, auto_approve_as:
         run.validated(len(ds.frame))
         built = build_task(settings, run.version, ds, mode=run.mode, region=region, delta=run.delta)
         run.registered(built)
-        run.gated(built, gate_flow(version=built["version"], window_path=str(path), hotfix=True))
-        out = rollout_flow(version=built["version"], regions=[region], hotfix=True,
+        run.gated(built, gate_flow(version=built["version"], window_path=str(path), hotfix=True, model=model))
+        out = rollout_flow(version=built["version"], regions=[region], hotfix=True, model=model,
                            auto_approve_as=auto_approve_as or settings.drift.auto_approve_as,
                            created_by="ebmops-hotfix")
         return run.rolled_out(built, out)
