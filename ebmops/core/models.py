@@ -49,12 +49,17 @@ def dataset_of(settings: Settings, model: str) -> str | None:
 def scoped(settings: Settings, model: str, dataset: str) -> Settings:
     """A validated copy of ``settings`` acting on ``model``, whose data is ``dataset``.
 
-    Returns ``settings`` itself when it already is that scope. Secrets stay ``SecretStr``."""
+    Returns ``settings`` itself when it already is that scope. Secrets stay ``SecretStr``. Another source
+    configured under ``model`` is left out of the scope (a version's recorded dataset wins)."""
     if settings.registry.model_name == model and settings.data.dataset == dataset:
         return settings
     merged = settings.model_dump()  # python mode: SecretStr values stay SecretStr
     merged["registry"]["model_name"] = model
     merged["data"]["dataset"] = dataset
+    # A version's lineage may name another dataset than the one configured for its model (a source renamed
+    # or re-pointed since): the version's own data wins, and the scope leaves the other one out.
+    merged["data"]["sources"] = {name: src for name, src in merged["data"]["sources"].items()
+                                 if name == dataset or model_of(settings, name) != model}
     try:
         return type(settings).model_validate(merged)
     except ValueError as e:
