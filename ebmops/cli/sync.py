@@ -31,17 +31,17 @@ def sync(version: str = typer.Argument(None, help="Version number or @alias (def
          json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Publish a version of a model to the regional stores as stable and have the nodes load it. Only a region's
     approved version (prod-<region>, else champion) that passed the gate, unless a roster member overrides."""
-    s = context.settings() if reconcile and model is None else context.scope(model=model, version=version)
     from ebmops.cli.operator import acting
     from ebmops.core.errors import ConfigError
     from ebmops.services.sync import check_regions
     from flows.sync import sync as sync_flow
 
-    regions = check_regions(s, region)  # a bad --region fails before a flow run starts
+    regions = check_regions(context.settings(), region)  # a bad --region fails before a flow run starts
     if override and reconcile:
         raise ConfigError("--override: a reconcile publishes the registry's approved versions; it needs none")
     if override and not comment:
         raise ConfigError("--override needs --comment WHY (kept in the audit log)")
+    s = context.settings() if reconcile and model is None else context.scope(model=model, version=version)
     what = "reconcile regions" if reconcile else f"sync {version or '@candidate'}"
     op = acting(as_, what, version=None if reconcile else version,
                 model=None if reconcile and model is None else s.registry.model_name)
