@@ -191,7 +191,7 @@ class GateRejected(EbmopsError):
     """The gate failed: the version does not get the ``candidate`` alias."""
 
     exit_code = 4
-    fix = "read the gate report (MLflow, the Prefect artifact or <home>/gates/v<N>/) and train a better version"
+    fix = "read the gate report (MLflow, the Prefect artifact or <home>/gates/<model>/v<N>/) and train a better version"
 
 
 class GateHeld(EbmopsError):

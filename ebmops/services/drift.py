@@ -36,7 +36,7 @@ def _calibration(settings: Settings, version: str, cache: dict) -> np.ndarray | 
         from registry import ModelRegistry
 
         try:
-            dst = settings.home / "drift" / "calibration" / version
+            dst = settings.home / "drift" / "calibration" / str(settings.registry.model_name) / version
             cache[version] = np.load(ModelRegistry.from_settings(settings).download_artifact(
                 version, "calibration_energies.npy", dst))
         except Exception as e:  # noqa: BLE001 - a version logged without calibration: no fallback reference
@@ -110,7 +110,8 @@ def breach_report(settings: Settings, observation: dict) -> str | None:
     from registry import ModelRegistry
 
     region, version = observation["region"], observation["version"]
-    out = settings.home / "drift" / "reports" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{region}-v{version}"
+    out = (settings.home / "drift" / "reports"
+           / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{settings.registry.model_name}-{region}-v{version}")
     out.mkdir(parents=True, exist_ok=True)
     try:
         recent = fetch_recent(settings, region, 5000, out / "recent.parquet")
@@ -213,7 +214,7 @@ def build_hotfix(settings: Settings, version: str, ds, *, mode: str, region: str
 
     reg = ModelRegistry.from_settings(settings)
     t = settings.training
-    workdir = settings.home / "hotfix" / f"{region}-v{version}-{int(time.time())}"
+    workdir = settings.home / "hotfix" / f"{settings.registry.model_name}-{region}-v{version}-{int(time.time())}"
     workdir.mkdir(parents=True, exist_ok=True)
     x = ds.features_array()
     rng = np.random.default_rng(t.seed)

@@ -54,7 +54,7 @@ def resolve(settings: Settings, version: str | None) -> GateSubjects:
     champ = reg.get_by_alias(CHAMPION)
     if champ is not None and champ.version == cand.version:
         champ = None  # the champion is not compared with itself
-    workdir = settings.home / "gates" / f"v{cand.version}"
+    workdir = settings.home / "gates" / cand.name / f"v{cand.version}"  # version numbers are per model
     workdir.mkdir(parents=True, exist_ok=True)
 
     def fetch(info, name) -> Path:
