@@ -12,6 +12,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ebmops.adapters import nodes
+from ebmops.core.errors import EbmopsError, HotfixStopped
 from ebmops.core.runtime import prepare_environment
 from ebmops.core.settings import load_settings
 from ebmops.core.state import open_store
@@ -33,7 +34,10 @@ def hotfix(region: str, model: str, version: str, delta: float, auto_approve_as:
     model only, on the breached version's own dataset (its schema and reference validate the recent events)."""
     base = load_settings()
     prepare_environment(base)
-    settings = models.resolve(base, model=model, version=version)
+    try:
+        settings = models.resolve(base, model=model, version=version)
+    except EbmopsError as e:  # an event naming a model or version this registry does not hold
+        raise HotfixStopped(f"model {model!r} v{version}: {e}") from e
     log = get_run_logger()
     run = HotfixRun.start(settings, open_store(settings), region=region, model=model, version=version, delta=delta,
                           progress=log.info)

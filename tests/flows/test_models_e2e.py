@@ -85,3 +85,13 @@ def test_a_csv_source_is_its_own_model_gated_on_its_own_data(prefect_server, flo
     assert ambiguous.exit_code != 0 and "ebm-kdd99, ebm-mycsv" in str(ambiguous.exception)
     shown = CliRunner().invoke(app, ["models", "show", "1", "--model", "ebm-mycsv", "--json"])
     assert shown.exit_code == 0 and json.loads(shown.output)["name"] == "ebm-mycsv"
+
+    # regions status spans models (no node runs here: every region is inconsistent, exit 7)
+    monkeypatch.setenv("EBMOPS_SYNC__SIGNING_KEY", "h" * 40)
+    get_settings.cache_clear()
+    status = CliRunner().invoke(app, ["regions", "status", "--json"])
+    report = json.loads(status.output)
+    assert status.exit_code != 0 and report["consistent"] is False
+    assert set(report["models"]) == {"ebm-kdd99", "ebm-mycsv"}
+    one = json.loads(CliRunner().invoke(app, ["regions", "status", "--model", "ebm-mycsv", "--json"]).output)
+    assert one["model"] == "ebm-mycsv" and set(one["regions"]) == set(s.data.regions)
