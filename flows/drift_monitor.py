@@ -26,16 +26,20 @@ def drift_monitor(regions: list[str] | None = None, model: str | None = None) ->
     """Compare each region's live energies with a week earlier (or the calibration), per model and served
     version; on a breach keep an Evidently report and emit ``ebmops.drift.breached`` naming the model (which
     the ``hotfix`` deployment's trigger turns into a hotfix run of that model), unless a hotfix of that model
-    runs or cools down in the region. Watches every registered model, or the one ``model`` names."""
+    runs or cools down in the region. Watches every registered model in the regions it is synced to, or the
+    one ``model`` names."""
     base = load_settings()
     prepare_environment(base)
     log = get_run_logger()
     store = open_store(base)
     observations, breaches = [], []
-    for settings in models.scopes(base, model):
+    watched = models.scopes(base, model)
+    for settings in watched:
         cache: dict = {}
         seen = []
-        for region in check_regions(settings, regions):
+        wanted = check_regions(settings, regions)
+        # several models: each where it is synced (a model in no region's store has nothing to watch)
+        for region in (steps.synced_regions(settings, wanted) if len(watched) > 1 else wanted):
             seen += monitor_task(settings, store, region, calibration_cache=cache)
         metrics_task(settings, seen)
         breaches += [{**b, "settings": settings} for b in decide_task(settings, store, seen)]

@@ -121,3 +121,15 @@ def test_the_versions_own_dataset_wins(tmp_path, mlflow_store):
     assert resolve(s, model="dns-detector").data.dataset == "shuttle"  # the newest version's data
     with pytest.raises(ConfigError, match="trained on 'shuttle'"):
         resolve(s, model="dns-detector", dataset="dns", version=v)
+
+
+def test_the_drift_monitor_watches_a_model_where_it_is_synced(tmp_path):
+    from ebmops.services.drift import synced_regions
+    from registry.desired_state import desired_key
+    from registry.objectstore.factory import store_for_region
+
+    s = load_settings(home=tmp_path, data={"sources": SOURCES})
+    netflow = scoped(s, "ebm-netflow", "netflow")
+    store_for_region(s, "eu-west").put_bytes(desired_key("ebm-netflow"), b"{}")
+    assert synced_regions(netflow, list(s.data.regions)) == ["eu-west"]
+    assert synced_regions(s, list(s.data.regions)) == []  # ebm-kdd99 was synced nowhere
