@@ -133,3 +133,26 @@ def test_the_drift_monitor_watches_a_model_where_it_is_synced(tmp_path):
     store_for_region(s, "eu-west").put_bytes(desired_key("ebm-netflow"), b"{}")
     assert synced_regions(netflow, list(s.data.regions)) == ["eu-west"]
     assert synced_regions(s, list(s.data.regions)) == []  # ebm-kdd99 was synced nowhere
+
+
+def test_the_gate_window_is_the_versions_own_dataset(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from ebmops.services.gate import window_source
+
+    for name, cols in {"nine": [f"m{i}" for i in range(9)], "nine-b": [f"m{i}" for i in range(9)],
+                       "two": ["a", "b"]}.items():
+        frame = pd.DataFrame(np.random.default_rng(0).random((50, len(cols))), columns=cols)
+        frame.to_csv(tmp_path / f"{name}.csv", index_label="id")
+    sources = {name: {"path": str(tmp_path / f"{name}.csv"), "features": cols, "event_id": "id"}
+               for name, cols in {"nine": [f"m{i}" for i in range(9)], "nine-b": [f"m{i}" for i in range(9)],
+                                  "two": ["a", "b"]}.items()}
+    s = load_settings(home=tmp_path / "home", data={"sources": sources})
+    nine = scoped(s, "ebm-nine", "nine")
+    assert window_source(nine).name == "nine"
+    same_schema = nine.model_copy(update={"gate": nine.gate.model_copy(update={"window_dataset": "nine-b"})})
+    assert window_source(same_schema).name == "nine-b"
+    other = nine.model_copy(update={"gate": nine.gate.model_copy(update={"window_dataset": "two"})})
+    with pytest.raises(ConfigError, match=r"gate.window_dataset 'two' has 2 features.*not the 9 of ebm-nine"):
+        window_source(other)
