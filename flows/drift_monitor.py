@@ -12,7 +12,7 @@ from ebmops.core.settings import load_settings
 from ebmops.core.state import open_store
 from ebmops.services import drift as steps
 from ebmops.services import models
-from ebmops.services.sync import check_regions
+from ebmops.services.sync import check_regions, synced_regions
 
 monitor_task = task(steps.monitor_region, name="observe-region", cache_policy=NO_CACHE)
 metrics_task = task(steps.log_metrics, name="log-mlflow-metrics", retries=2, retry_delay_seconds=2,
@@ -39,7 +39,7 @@ def drift_monitor(regions: list[str] | None = None, model: str | None = None) ->
         seen = []
         wanted = check_regions(settings, regions)
         # several models: each where it is synced (a model in no region's store has nothing to watch)
-        for region in (steps.synced_regions(settings, wanted) if len(watched) > 1 else wanted):
+        for region in (synced_regions(settings, wanted) if len(watched) > 1 else wanted):
             seen += monitor_task(settings, store, region, calibration_cache=cache)
         metrics_task(settings, seen)
         breaches += [{**b, "settings": settings} for b in decide_task(settings, store, seen)]

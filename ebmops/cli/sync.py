@@ -81,19 +81,27 @@ def status(region: Optional[List[str]] = typer.Option(None, "--region", "-r", he
            json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Desired versions of each model per region and what each node serves; exits 7 on any inconsistency.
 
-    --json: one model's report as before; with several models, {"consistent", "models": {name: report}}."""
+    Without --model and with several models registered, a model synced to none of the regions is listed as
+    not synced, not as an inconsistency. --json: one model's report as before; with several models,
+    {"consistent", "models": {name: report}, "not_synced": [names]}."""
     s = context.settings()
     from ebmops.services.models import scopes
-    from ebmops.services.sync import check_regions, regions_status
+    from ebmops.services.sync import check_regions, regions_status, synced_regions
 
-    check_regions(s, region)
-    outs = [regions_status(scoped, region) for scoped in scopes(s, model)]
+    regions = check_regions(s, region)
+    watched = scopes(s, model)
+    several = len(watched) > 1
+    not_synced = [x.registry.model_name for x in watched if several and not synced_regions(x, regions)]
+    outs = [regions_status(x, region) for x in watched if x.registry.model_name not in not_synced]
     consistent = all(o["consistent"] for o in outs)
     if json_out:
-        print_json(outs[0] if len(outs) == 1 else {"consistent": consistent, "models": {o["model"]: o for o in outs}})
+        print_json({"consistent": consistent, "models": {o["model"]: o for o in outs}, "not_synced": not_synced}
+                   if several else outs[0])
     else:
         for out in outs:
             _print_status(out)
+        if not_synced:
+            console.print(f"not synced to any region: {', '.join(not_synced)}")
     if not consistent:
         n = sum(sum(1 for row in o["regions"].values() if row["issues"]) + len(o["issues"]) for o in outs)
         raise RegionsInconsistent(f"{n} inconsistencies across regions (see above)")

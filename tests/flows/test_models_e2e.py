@@ -44,6 +44,8 @@ def test_a_csv_source_is_its_own_model_gated_on_its_own_data(prefect_server, flo
     from ebmops.core.settings import get_settings, load_settings
     from flows.train import train
     from registry import ModelRegistry
+    from registry.desired_state import desired_key
+    from registry.objectstore.factory import store_for_region
 
     kdd = train(epochs=1, progress=False, run_gate=False)
     assert kdd["model_name"] == "ebm-kdd99"
@@ -86,12 +88,15 @@ def test_a_csv_source_is_its_own_model_gated_on_its_own_data(prefect_server, flo
     shown = CliRunner().invoke(app, ["models", "show", "1", "--model", "ebm-mycsv", "--json"])
     assert shown.exit_code == 0 and json.loads(shown.output)["name"] == "ebm-mycsv"
 
-    # regions status spans models (no node runs here: every region is inconsistent, exit 7)
+    # regions status spans models: a model synced nowhere is listed as such, not as an inconsistency;
+    # named, it is inconsistent (no desired state, no node: exit 7)
     monkeypatch.setenv("EBMOPS_SYNC__SIGNING_KEY", "h" * 40)
     get_settings.cache_clear()
+    store_for_region(s, s.data.regions[0]).put_bytes(desired_key("ebm-kdd99"), b"{}")  # "synced" (unreadable)
     status = CliRunner().invoke(app, ["regions", "status", "--json"])
     report = json.loads(status.output)
     assert status.exit_code != 0 and report["consistent"] is False
-    assert set(report["models"]) == {"ebm-kdd99", "ebm-mycsv"}
-    one = json.loads(CliRunner().invoke(app, ["regions", "status", "--model", "ebm-mycsv", "--json"]).output)
-    assert one["model"] == "ebm-mycsv" and set(one["regions"]) == set(s.data.regions)
+    assert set(report["models"]) == {"ebm-kdd99"} and report["not_synced"] == ["ebm-mycsv"]
+    named = CliRunner().invoke(app, ["regions", "status", "--model", "ebm-mycsv", "--json"])
+    one = json.loads(named.output)
+    assert named.exit_code != 0 and one["model"] == "ebm-mycsv" and set(one["regions"]) == set(s.data.regions)

@@ -124,7 +124,7 @@ def test_the_versions_own_dataset_wins(tmp_path, mlflow_store):
 
 
 def test_the_drift_monitor_watches_a_model_where_it_is_synced(tmp_path):
-    from ebmops.services.drift import synced_regions
+    from ebmops.services.sync import synced_regions
     from registry.desired_state import desired_key
     from registry.objectstore.factory import store_for_region
 
