@@ -182,7 +182,7 @@ def test_from_settings_uses_the_home_store(settings):
     reg = ModelRegistry.from_settings(settings)
     assert reg.tracking_uri == f"sqlite:///{settings.home / 'mlflow.db'}"
     assert reg.artifact_root == settings.home / "mlartifacts"
-    assert (reg.model_name, reg.experiment) == ("ebm-anomaly", "ebmops")
+    assert (reg.model_name, reg.experiment) == ("ebm-kdd99", "ebmops")
 
     remote = settings.model_copy(update={"registry": settings.registry.model_copy(
         update={"tracking_uri": "http://127.0.0.1:5000"})})

@@ -156,3 +156,17 @@ def test_the_gate_window_is_the_versions_own_dataset(tmp_path):
     other = nine.model_copy(update={"gate": nine.gate.model_copy(update={"window_dataset": "two"})})
     with pytest.raises(ConfigError, match=r"gate.window_dataset 'two' has 2 features.*not the 9 of ebm-nine"):
         window_source(other)
+
+
+def test_training_derives_the_model_from_the_dataset(tmp_path):
+    from ebmops.services.train import settings_for_run
+
+    s = load_settings(home=tmp_path, data={"sources": SOURCES})
+    run = settings_for_run(s, dataset="netflow", epochs=1)
+    assert (run.registry.model_name, run.data.dataset, run.training.epochs) == ("ebm-netflow", "netflow", 1)
+    assert settings_for_run(s, model="dns-detector").data.dataset == "dns"
+    assert settings_for_run(s).registry.model_name == "ebm-kdd99"
+    with pytest.raises(ConfigError, match="dataset 'netflow' is the model 'ebm-netflow', not 'dns-detector'"):
+        settings_for_run(s, dataset="netflow", model="dns-detector")
+    with pytest.raises(ConfigError, match="no dataset is configured for 'ebm-unknown'"):
+        settings_for_run(s, model="ebm-unknown")
