@@ -11,7 +11,8 @@ from ebmops.core.runtime import prepare_environment
 from ebmops.core.settings import load_settings
 from ebmops.core.state import open_store
 from ebmops.services import drift as steps
-from ebmops.services.sync import check_regions
+from ebmops.services import models
+from ebmops.services.sync import check_regions, synced_regions
 
 monitor_task = task(steps.monitor_region, name="observe-region", cache_policy=NO_CACHE)
 metrics_task = task(steps.log_metrics, name="log-mlflow-metrics", retries=2, retry_delay_seconds=2,
@@ -21,35 +22,43 @@ decide_task = task(steps.hotfix_candidates, name="decide-hotfixes", cache_policy
 
 
 @flow(name="drift-monitor", log_prints=True)
-def drift_monitor(regions: list[str] | None = None) -> dict:
-    """Compare each region's live energies with a week earlier (or the calibration), per served
-    version; on a breach keep an Evidently report and emit ``ebmops.drift.breached`` (which the
-    ``hotfix`` deployment's trigger turns into a hotfix run), unless a hotfix runs or cools down."""
-    settings = load_settings()
-    prepare_environment(settings)
+def drift_monitor(regions: list[str] | None = None, model: str | None = None) -> dict:
+    """Compare each region's live energies with a week earlier (or the calibration), per model and served
+    version; on a breach keep an Evidently report and emit ``ebmops.drift.breached`` naming the model (which
+    the ``hotfix`` deployment's trigger turns into a hotfix run of that model), unless a hotfix of that model
+    runs or cools down in the region. Watches every registered model in the regions it is synced to, or the
+    one ``model`` names."""
+    base = load_settings()
+    prepare_environment(base)
     log = get_run_logger()
-    store = open_store(settings)
-    cache: dict = {}
-    observations = []
-    for region in check_regions(settings, regions):
-        observations += monitor_task(settings, store, region, calibration_cache=cache)
-    metrics_task(settings, observations)
-    breaches = decide_task(settings, store, observations)
+    store = open_store(base)
+    observations, breaches = [], []
+    watched = models.scopes(base, model)
+    for settings in watched:
+        cache: dict = {}
+        seen = []
+        wanted = check_regions(settings, regions)
+        # several models: each where it is synced (a model in no region's store has nothing to watch)
+        for region in (synced_regions(settings, wanted) if len(watched) > 1 else wanted):
+            seen += monitor_task(settings, store, region, calibration_cache=cache)
+        metrics_task(settings, seen)
+        breaches += [{**b, "settings": settings} for b in decide_task(settings, store, seen)]
+        observations += seen
     for b in breaches:
-        b["report"] = report_task(settings, b)
+        b["report"] = report_task(b.pop("settings"), b)
         steps.record_breach(store, b)
         if b["start_hotfix"]:
             emit_event(**steps.breach_event(b))
-            log.warning("drift breach in %s: v%s Δ=%.3f -> %s emitted", b["region"], b["version"], b["delta"],
-                        steps.BREACH_EVENT)
+            log.warning("drift breach of %s in %s: v%s Δ=%.3f -> %s emitted", b["model"], b["region"], b["version"],
+                        b["delta"], steps.BREACH_EVENT)
         else:
-            log.info("drift breach in %s: v%s Δ=%.3f, no hotfix: %s", b["region"], b["version"], b["delta"],
-                     b["decision"])
+            log.info("drift breach of %s in %s: v%s Δ=%.3f, no hotfix: %s", b["model"], b["region"], b["version"],
+                     b["delta"], b["decision"])
     for o in observations:
-        log.info("%s v%s (%s): Δ=%s %s (reference %s, %d events)", o["region"], o["version"], o["role"],
+        log.info("%s %s v%s (%s): Δ=%s %s (reference %s, %d events)", o["model"], o["region"], o["version"], o["role"],
                  "-" if o["delta"] is None else f"{o['delta']:.4f}", o["level"], o["reference_kind"], o["n_events"])
     if observations:
-        create_table_artifact([{k: o.get(k) for k in ("region", "version", "role", "delta", "level",
+        create_table_artifact([{k: o.get(k) for k in ("model", "region", "version", "role", "delta", "level",
                                                        "reference_kind", "n_events")} for o in observations],
                               key="drift", description="live energy shift per region")
     return {"observations": observations, "breaches": breaches}

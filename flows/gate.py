@@ -9,7 +9,9 @@ from prefect.cache_policies import NO_CACHE
 from ebmops.core.runtime import prepare_environment
 from ebmops.core.settings import load_settings
 from ebmops.core.state import open_store
+from ebmops.core.aliases import CHALLENGER
 from ebmops.services import gate as steps
+from ebmops.services import models
 
 resolve_task = task(steps.resolve, name="fetch-candidate-and-champion", retries=2, retry_delay_seconds=2,
                     cache_policy=NO_CACHE)
@@ -21,13 +23,16 @@ record_task = task(steps.record, name="record-verdict", retries=2, retry_delay_s
 
 
 @flow(name="gate", log_prints=True)
-def gate(version: str | None = None, window_path: str | None = None, hotfix: bool = False) -> dict:
+def gate(version: str | None = None, window_path: str | None = None, hotfix: bool = False,
+         model: str | None = None) -> dict:
     """Gate a version (default: the challenger): latency, energy drift, alert rate, detection,
     data drift and cost against the champion. A pass sets the alias ``candidate``.
     ``window_path`` (Parquet of recent events) replaces the benchmark window: a hotfix gates on the
     region's recent traffic; ``hotfix`` waives the alert-rate comparison with the champion (on drifted
-    traffic the champion's alert rate is what the hotfix corrects; the absolute ceiling still applies)."""
-    settings = load_settings()
+    traffic the champion's alert rate is what the hotfix corrects; the absolute ceiling still applies).
+    ``model`` names the registered model (default: the only one, or the configured one); the window,
+    the holdout and the champion are that model's, on the version's own dataset."""
+    settings = models.resolve(load_settings(), model=model, version=version or f"@{CHALLENGER}")
     prepare_environment(settings)
     subjects = resolve_task(settings, version)
     window_frame, x, y, holdout_id = window_task(settings, window_path)

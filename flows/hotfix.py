@@ -12,10 +12,12 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ebmops.adapters import nodes
+from ebmops.core.errors import EbmopsError, HotfixStopped
 from ebmops.core.runtime import prepare_environment
 from ebmops.core.settings import load_settings
 from ebmops.core.state import open_store
 from ebmops.services import drift as steps
+from ebmops.services import models
 from ebmops.services.hotfix import HotfixRun
 from flows.gate import gate as gate_flow
 from flows.rollout import rollout as rollout_flow
@@ -28,8 +30,14 @@ build_task = task(steps.build_hotfix, name="recalibrate-or-retrain", cache_polic
 
 @flow(name="hotfix", log_prints=True)
 def hotfix(region: str, model: str, version: str, delta: float, auto_approve_as: str | None = None) -> dict:
-    settings = load_settings()
-    prepare_environment(settings)
+    """Hotfix ``model`` in ``region`` (started by a breach event naming them): everything below acts on that
+    model only, on the breached version's own dataset (its schema and reference validate the recent events)."""
+    base = load_settings()
+    prepare_environment(base)
+    try:
+        settings = models.resolve(base, model=model, version=version)
+    except EbmopsError as e:  # an event naming a model or version this registry does not hold
+        raise HotfixStopped(f"model {model!r} v{version}: {e}") from e
     log = get_run_logger()
     run = HotfixRun.start(settings, open_store(settings), region=region, model=model, version=version, delta=delta,
                           progress=log.info)
@@ -44,8 +52,8 @@ def hotfix(region: str, model: str, version: str, delta: float, auto_approve_as:
         run.validated(len(ds.frame))
         built = build_task(settings, run.version, ds, mode=run.mode, region=region, delta=run.delta)
         run.registered(built)
-        run.gated(built, gate_flow(version=built["version"], window_path=str(path), hotfix=True))
-        out = rollout_flow(version=built["version"], regions=[region], hotfix=True,
+        run.gated(built, gate_flow(version=built["version"], window_path=str(path), hotfix=True, model=model))
+        out = rollout_flow(version=built["version"], regions=[region], hotfix=True, model=model,
                            auto_approve_as=auto_approve_as or settings.drift.auto_approve_as,
                            created_by="ebmops-hotfix")
         return run.rolled_out(built, out)

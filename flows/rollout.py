@@ -26,15 +26,18 @@ create_task = task(steps.create, name="create-rollout", cache_policy=NO_CACHE)
 @flow(name="rollout", log_prints=True)
 def rollout(version: str | None = None, rollout_id: str | None = None, regions: list[str] | None = None,
             bake_s: float | None = None, hotfix: bool = False, auto_approve_as: str | None = None,
-            created_by: str = "ebmops") -> dict:
+            created_by: str = "ebmops", model: str | None = None) -> dict:
     """Roll ``version`` (default ``@candidate``) out wave by wave, or resume ``rollout_id``.
 
     ``auto_approve_as`` names a roster member who approves every wave (demos, pipelines that
-    already hold an approval); without it the waves that need approval wait for a human."""
-    settings = load_settings()
-    prepare_environment(settings)
+    already hold an approval); without it the waves that need approval wait for a human. ``model`` names
+    the registered model (default: the only one, or the configured one); a resumed rollout is its own model's.
+    One active rollout per model: rollouts of two models may run at once, on the same nodes."""
+    base = load_settings()
+    prepare_environment(base)
     log = get_run_logger()
-    store = open_store(settings)
+    store = open_store(base)
+    settings = steps.scope_for(base, store, model=model, version=version, rollout_id=rollout_id)
     if rollout_id is None:
         if auto_approve_as:  # refused before anything is written: no rollout is left behind
             steps.check_auto_approver(settings, auto_approve_as)

@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from ebmops.adapters import bundles
 from ebmops.core.runtime import prepare_environment
 from ebmops.core.settings import load_settings
+from ebmops.services import models
 from ebmops.services import sync as steps
 
 # Publishing is idempotent (content-addressed blobs, desired state rewritten only on change), so
@@ -21,18 +22,21 @@ allowed_task = task(steps.check_allowed, name="check-approval", cache_policy=NO_
 
 @flow(name="sync", log_prints=True)
 def sync(version: str | None = None, regions: list[str] | None = None, wait_s: float = 0.0,
-         reason: str = "scheduled", reconcile: bool = False, override: str | dict | None = None) -> dict:
+         reason: str = "scheduled", reconcile: bool = False, override: str | dict | None = None,
+         model: str | None = None) -> dict:
     """Publish ``version`` (default ``@candidate``, else ``@champion``) as the stable version of
     ``regions`` (default all), then ask each node to reload and, with ``wait_s`` > 0, wait until
     every reachable node serves it. ``reason`` (scheduled, hotfix, manual) is kept with the run.
     A version that is not each region's approved one needs ``override``: a roster member's signed
-    token (`ebmops operator authorize sync VERSION`)."""
-    settings = load_settings()
-    prepare_environment(settings)
+    token (`ebmops operator authorize sync VERSION`). ``model`` names the registered model (default: the
+    only one, or the configured one); a reconcile without one repairs every registered model."""
+    base = load_settings()
+    prepare_environment(base)
     log = get_run_logger()
-    regions = steps.check_regions(settings, regions)
+    regions = steps.check_regions(base, regions)
     if reconcile:
-        return _reconcile(settings, regions, wait_s, reason)
+        return _reconcile_models(models.scopes(base, model), regions, wait_s, reason)
+    settings = models.resolve(base, model=model, version=version)
     bundle = prepare_task(settings, version)
     allowed = allowed_task(settings, bundle, regions, override=override)
     by = f"ebmops-sync:{reason}" + (f":override:{allowed['operator']}" if allowed.get("operator") else "")
@@ -47,6 +51,14 @@ def sync(version: str | None = None, regions: list[str] | None = None, wait_s: f
                             "node_reachable": out["nodes"][r]["reachable"]} for r, p in out["regions"].items()],
                           key="sync-regions", description=f"sync of v{bundle.version} ({reason})")
     return out
+
+
+def _reconcile_models(scopes, regions, wait_s, reason) -> dict:
+    """The reconcile of each model; one model's result as before, several keyed by model."""
+    outs = {s.registry.model_name: _reconcile(s, regions, wait_s, reason) for s in scopes}
+    if len(outs) == 1:
+        return next(iter(outs.values()))
+    return {"reconcile": True, "reason": reason, "models": outs}
 
 
 plan_task = task(steps.reconcile_plan, name="compare-with-registry", cache_policy=NO_CACHE)
@@ -72,5 +84,5 @@ def _reconcile(settings, regions, wait_s, reason) -> dict:
         repaired.update({r: version for r in rs})
     if not plan["by_version"]:
         log.info("every region matches the registry: %s", plan["ok"])
-    return {"reconcile": True, "reason": reason, "repaired": repaired, "ok": plan["ok"], "skipped": plan["skipped"],
+    return {"reconcile": True, "reason": reason, "model": settings.registry.model_name, "repaired": repaired, "ok": plan["ok"], "skipped": plan["skipped"],
             "problems": {r: p["problem"] for r, p in plan["repairs"].items()}}

@@ -25,10 +25,12 @@ register_task = task(steps.register, name="register", retries=2, retry_delay_sec
 
 @flow(name="train", log_prints=True)
 def train(dataset: str | None = None, epochs: int | None = None, device: str | None = None,
-          seed: int | None = None, progress: bool = True, run_gate: bool = True) -> dict:
+          seed: int | None = None, progress: bool = True, run_gate: bool = True, model: str | None = None) -> dict:
     """Validate each regional batch, train an EBM, evaluate it against IsolationForest,
-    register it as the ``challenger`` and (unless ``run_gate`` is false) gate it."""
-    settings = steps.settings_for_run(load_settings(), dataset=dataset, epochs=epochs, device=device, seed=seed)
+    register it as the ``challenger`` of the dataset's model (``ebm-<dataset>`` or the source's
+    ``model``; ``model`` alone names its configured dataset) and (unless ``run_gate`` is false) gate it."""
+    settings = steps.settings_for_run(load_settings(), dataset=dataset, model=model, epochs=epochs, device=device,
+                                      seed=seed)
     prepare_environment(settings)
     log = get_run_logger()
     store = open_store(settings)
@@ -48,5 +50,5 @@ def train(dataset: str | None = None, epochs: int | None = None, device: str | N
                                                         model_name=name),
                                  key="train-summary", description=f"{name} v{info.version}")
         log.info("registered %s version %s (alias challenger)", name, info.version)
-        gated = gate_flow(version=info.version) if run_gate else None
+        gated = gate_flow(version=info.version, model=name) if run_gate else None
         return steps.result(record, cand, metrics, info, validated, gated)

@@ -288,6 +288,24 @@ class ModelRegistry:
         aliases = self._alias_map()
         return [self._info(mv, aliases) for mv in sorted(found, key=lambda mv: int(mv.version), reverse=True)]
 
+    def registered_models(self) -> list[str]:
+        """The names of every registered model in this MLflow store, sorted (not only this one's)."""
+        names, token = [], None
+        with self._translate("listing registered models"):
+            while True:
+                page = self._client.search_registered_models(page_token=token)
+                names.extend(m.name for m in page)
+                token = getattr(page, "token", None)
+                if not token:
+                    break
+        return sorted(set(names))
+
+    def for_model(self, model_name: str) -> "ModelRegistry":
+        """The same MLflow store and experiment, acting on another registered model."""
+        other = ModelRegistry(self.tracking_uri, model_name, self.experiment, self.artifact_root)
+        other._client_obj, other._experiment_id = self._client_obj, self._experiment_id
+        return other
+
     def set_version_tags(self, version: int | str, tags: Mapping[str, Any]) -> None:
         """Set (or overwrite) tags on a version, e.g. gate verdicts."""
         v = self.get_version(version).version

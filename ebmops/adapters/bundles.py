@@ -52,7 +52,7 @@ def prepare(settings: Settings, version: str | None) -> SyncBundle:
     if not features or meta.get("threshold") is None:
         raise ConfigError(f"version {info.version} carries no feature_names/threshold metadata; it was not "
                           "logged by ebmops train and cannot be served")
-    out_dir = settings.home / "sync" / f"v{info.version}"
+    out_dir = settings.home / "sync" / reg.model_name / f"v{info.version}"  # versions are per model
     model_file = out_dir / "model.pt"
     if not model_file.is_file():
         reg.download_torchscript(info.version, model_file)

@@ -1,5 +1,5 @@
 """What every command needs: resolved settings (the one process-wide cache, ``get_settings``), the
-prepared environment, the state store."""
+prepared environment, the state store, and the model scope of a command that acts on one model."""
 
 from __future__ import annotations
 
@@ -14,6 +14,18 @@ def settings() -> Settings:
     s = get_settings()
     prepare_environment(s)  # idempotent: environment defaults, the home folder
     return s
+
+
+MODEL_HELP = ("Registered model to act on (default: the only one registered, or the configured one; "
+              "`ebmops models list` shows them).")
+
+
+def scope(*, model: str | None = None, dataset: str | None = None, version: str | None = None) -> Settings:
+    """The settings scoped to the model the command names (ebmops/services/models.py); several models
+    registered and none named is an error listing them."""
+    from ebmops.services.models import resolve
+
+    return resolve(settings(), model=model, dataset=dataset, version=version)
 
 
 def store():

@@ -22,13 +22,15 @@ def raise_for_verdict(out: dict) -> None:
 
 
 def gate(version: str = typer.Argument(None, help="Version number or @alias (default: @challenger)."),
+         model: str = typer.Option(None, "--model", help=context.MODEL_HELP),
          json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Gate a version against the champion; exits 4 on fail, 5 when held for review."""
-    context.settings()
+    """Gate a version against its model's champion, on the version's own dataset; exits 4 on fail, 5 when
+    held for review."""
+    s = context.scope(model=model, version=version or "@challenger")  # fails here when the model is ambiguous
     from flows.gate import gate as gate_flow
 
     with context.flow_server():
-        out = gate_flow(version=version)
+        out = gate_flow(version=version, model=s.registry.model_name)
     if json_out:
         print_json(out)
     else:

@@ -1,4 +1,4 @@
-"""``ebmops models`` (registered versions and aliases) and ``ebmops runs`` (training runs)."""
+"""``ebmops models`` (registered models, their versions and aliases) and ``ebmops runs`` (training runs)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import typer
 from ebmops.cli import context
 from ebmops.core.console import print_json, print_kv, print_table
 
-models_app = typer.Typer(no_args_is_help=True, help="Registered model versions and their aliases.")
+models_app = typer.Typer(no_args_is_help=True, help="Registered models (one per dataset), their versions and aliases.")
 runs_app = typer.Typer(no_args_is_help=True, help="Training runs recorded in the state store.")
 
 
-def _registry():
+def _registry(model: str | None = None):
     from registry import ModelRegistry
 
-    return ModelRegistry.from_settings(context.settings())
+    return ModelRegistry.from_settings(context.scope(model=model))
 
 
 def _row(v) -> dict:
@@ -25,21 +25,39 @@ def _row(v) -> dict:
 
 
 @models_app.command("list")
-def models_list(json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Every version of the registered model, newest first, with aliases and key tags."""
-    versions = _registry().list_versions()
-    if json_out:
-        print_json(versions)
+def models_list(model: str = typer.Option(None, "--model", help="List this model's versions instead."),
+                json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Every registered model: its dataset, versions, champion and production version per region. With
+    --model, that model's versions, newest first, with aliases and key tags."""
+    if model is not None:
+        reg = _registry(model)
+        versions = reg.list_versions()
+        if json_out:
+            print_json(versions)
+            return
+        print_table([_row(v) for v in versions], ["version", "aliases", "created", "auroc", "ap", "threshold",
+                                                  "gate", "dataset", "run"], title=f"model {reg.model_name}")
         return
-    print_table([_row(v) for v in versions], ["version", "aliases", "created", "auroc", "ap", "threshold", "gate",
-                                              "dataset", "run"], title=f"model {context.settings().registry.model_name}")
+    from ebmops.services.models import list_models
+
+    s = context.settings()
+    found = list_models(s)
+    if json_out:
+        print_json(found)
+        return
+    rows = [{"model": m["model"], "dataset": m["dataset"], "versions": m["versions"],
+             "champion": m["champion"] and f"v{m['champion']}",
+             **{f"prod-{r}": v and f"v{v}" for r, v in m["prod"].items()}} for m in found]
+    print_table(rows, ["model", "dataset", "versions", "champion", *(f"prod-{r}" for r in s.data.regions)],
+                title="registered models")
 
 
 @models_app.command("show")
 def models_show(version: str = typer.Argument(..., help="Version number or @alias (e.g. @champion)."),
+                model: str = typer.Option(None, "--model", help=context.MODEL_HELP),
                 json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """One version with all its tags."""
-    reg = _registry()
+    reg = _registry(model)
     v = reg.resolve(version)
     if json_out:
         print_json(v)

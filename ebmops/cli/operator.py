@@ -84,7 +84,8 @@ def authorize(action: str = typer.Argument(..., help="What to authorise: sync.")
               region: Optional[List[str]] = typer.Option(None, "--region", "-r", help="Regions (default all)."),
               comment: str = typer.Option(..., "--comment", help="Why (kept in the audit log)."),
               ttl: float = typer.Option(3600.0, "--ttl", min=60, help="Seconds the token is valid."),
-              as_: str = typer.Option(None, "--as", help="Must be you; only asserts who you are.")) -> None:
+              as_: str = typer.Option(None, "--as", help="Must be you; only asserts who you are."),
+              model: str = typer.Option(None, "--model", help=context.MODEL_HELP)) -> None:
     """Print a signed override token for a flow run by a worker (the `sync` deployment's `override`)."""
     from ebmops.core.errors import ConfigError
     from ebmops.services.authority import override_token
@@ -92,8 +93,8 @@ def authorize(action: str = typer.Argument(..., help="What to authorise: sync.")
 
     if action != "sync":
         raise ConfigError(f"ACTION: {action!r} cannot be authorised; the one action is 'sync'")
-    s = context.settings()
+    s = context.scope(model=model, version=version)
     regions = check_regions(s, region)
-    op = acting(as_, f"authorize a sync override of v{version}", version=version)
+    op = acting(as_, f"authorize a sync override of v{version}", version=version, model=s.registry.model_name)
     typer.echo(override_token(s, op, action="sync", model=s.registry.model_name, version=version, regions=regions,
                               comment=comment, ttl_s=ttl))

@@ -43,18 +43,21 @@ def start(version: str = typer.Argument("@candidate", help="Version number or @a
           auto_approve: bool = typer.Option(False, "--auto-approve", help="Approve every wave as yourself."),
           as_: str = typer.Option(None, "--as", help="Asserts who you are (your OS login, or your operator key's "
                                                      "roster name); refused when it names someone else."),
+          model: str = typer.Option(None, "--model", help=context.MODEL_HELP),
           json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """Start a canary rollout and drive it to the end (exit 12 when it does not promote)."""
-    s = context.settings()
+    """Start a canary rollout of a model and drive it to the end (exit 12 when it does not promote). One active
+    rollout per model; two models may roll out at once."""
+    s = context.scope(model=model, version=version)
     from ebmops.cli.operator import acting
     from ebmops.services.rollout import plan_for
     from flows.rollout import rollout as rollout_flow
 
     plan_for(s, hotfix=hotfix, regions=region, bake_s=bake)  # a bad plan fails before a flow run starts
-    op = acting(as_, f"start a rollout of {version}")  # refused (audited) before anything is created
+    op = acting(as_, f"start a rollout of {version}", model=s.registry.model_name)  # refused (audited) first
     with context.flow_server():
         out = rollout_flow(version=version, regions=region or None, bake_s=bake, hotfix=hotfix,
-                           auto_approve_as=op.name if auto_approve else None, created_by=op.name)
+                           auto_approve_as=op.name if auto_approve else None, created_by=op.name,
+                           model=s.registry.model_name)
     _finish(out, json_out)
 
 
@@ -68,20 +71,22 @@ def resume(rollout_id: str = typer.Argument(..., help="Rollout id (see `ebmops r
     from ebmops.cli.operator import acting
     from flows.rollout import rollout as rollout_flow
 
-    op = acting(as_, f"resume rollout {rollout_id}")
+    ro = context.store().get_rollout(rollout_id)
+    op = acting(as_, f"resume rollout {rollout_id}", model=ro.model_name if ro else None)
     with context.flow_server():
         out = rollout_flow(rollout_id=rollout_id, auto_approve_as=op.name if auto_approve else None)
     _finish(out, json_out)
 
 
 @rollout_app.command("status")
-def status(rollout_id: str = typer.Argument(None, help="Rollout id (default: the active or latest one)."),
+def status(rollout_id: str = typer.Argument(None, help="Rollout id (default: the model's active or latest one)."),
+           model: str = typer.Option(None, "--model", help=context.MODEL_HELP),
            json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Region, phase, step, weight, verdict and who it waits for."""
-    s = context.settings()
     from ebmops.services.rollout import status as rollout_status
 
-    out = rollout_status(context.store(), rollout_id, model=s.registry.model_name)
+    name = None if rollout_id else context.scope(model=model).registry.model_name
+    out = rollout_status(context.store(), rollout_id, model=name)
     if json_out:
         print_json(out)
     else:
@@ -121,21 +126,18 @@ def reject(rollout_id: str = typer.Argument(..., help="Rollout id."),
     _decide(rollout_id, False, as_, comment, region, json_out)
 
 
-def rollback(model: str = typer.Argument(..., help="Model name (registry.model_name)."),
+def rollback(model: str = typer.Argument(..., help="Model name (`ebmops models list`)."),
              region: Optional[List[str]] = typer.Option(None, "--region", "-r", help="Region to roll back (repeat)."),
              all_: bool = typer.Option(False, "--all", help="Every region."),
              as_: str = typer.Option(None, "--as", help="Asserts who you are; refused when it names someone else."),
              comment: str = typer.Option(None, "--comment", help="Why."),
              json_out: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """Return regions to their previous stable version in one command."""
-    s = context.settings()
     from ebmops.core.errors import ConfigError
     from ebmops.services.rollout import rollback as do_rollback
     from ebmops.services.sync import check_regions
 
-    if model != s.registry.model_name:
-        raise ConfigError(f"MODEL: {model!r} is not the configured model {s.registry.model_name!r} "
-                          "(registry.model_name)")
+    s = context.scope(model=model)  # an unknown model is refused, naming the known ones
     if bool(region) == all_:
         raise ConfigError("give --region R (repeatable) or --all")
     regions = check_regions(s, region) if region else list(s.data.regions)

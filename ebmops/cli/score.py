@@ -35,7 +35,8 @@ def score(source: str = typer.Argument(..., help="A dataset name (kdd99 or one u
                                                  "file, a directory or a glob of Parquet files."),
           out: Path = typer.Option(..., "--out", help="Output folder: one Parquet file per source partition; "
                                                       "rerunning with the same folder resumes."),
-          model: str = typer.Option(None, "--model", help="Registered model name (default registry.model_name)."),
+          model: str = typer.Option(None, "--model", help="Registered model name (default: a dataset's own model, "
+                                                          "else registry.model_name)."),
           region: str = typer.Option(None, "--region", help="Score with this region's production version, fetched "
                                                             "from its store (default: the first of data.regions)."),
           version: str = typer.Option(None, "--version", help="Score with this version instead (fetched and "

@@ -11,7 +11,10 @@ from ebmops.tools.views import mlflow_ui_hint, print_gate, train_result_tables
 from ebmops.core.console import console, print_json
 
 
-def train(dataset: str = typer.Option(None, help="Dataset name: kdd99 or one under data.sources."),
+def train(dataset: str = typer.Option(None, help="Dataset name: kdd99 or one under data.sources; it is trained as "
+                                                "its own model (data.sources.NAME.model, else ebm-NAME)."),
+          model: str = typer.Option(None, "--model", help="Model to train (default: the dataset's); alone, it "
+                                                          "names its configured dataset."),
           epochs: int = typer.Option(None, min=1, help="Override training.epochs."),
           device: str = typer.Option(None, help="auto | cpu | cuda | mps (overrides training.device)."),
           seed: int = typer.Option(None, help="Override training.seed."),
@@ -22,12 +25,13 @@ def train(dataset: str = typer.Option(None, help="Dataset name: kdd99 or one und
     Exits 3 when a batch fails validation, 4 when the gate fails, 5 when it holds for review."""
     if device is not None and device not in ("auto", "cpu", "cuda", "mps"):
         raise typer.BadParameter(f"--device must be auto, cpu, cuda or mps, not '{device}'")
-    s = context.settings()
+    from ebmops.services.train import settings_for_run
     from flows.train import train as train_flow
 
+    s = settings_for_run(context.settings(), dataset=dataset, model=model)  # a bad name fails before a flow run
     with context.flow_server():
-        res = train_flow(dataset=dataset, epochs=epochs, device=device, seed=seed, progress=not json_out,
-                         run_gate=gate)
+        res = train_flow(dataset=dataset, model=model, epochs=epochs, device=device, seed=seed,
+                         progress=not json_out, run_gate=gate)
     if json_out:
         print_json(res)
     else:

@@ -45,6 +45,12 @@ class ConfigError(EbmopsError):
     fix = "correct the setting or argument the message names (`ebmops config show` prints every resolved value)"
 
 
+class ModelAmbiguous(ConfigError):
+    """A command that acts on one model was not told which, and several are registered; the message lists them."""
+
+    fix = "name the model with --model NAME (or the dataset with --dataset); `ebmops models list` shows them all"
+
+
 class DatasetError(EbmopsError):
     """A dataset could not be fetched, read or matched to its schema."""
 
@@ -185,7 +191,7 @@ class GateRejected(EbmopsError):
     """The gate failed: the version does not get the ``candidate`` alias."""
 
     exit_code = 4
-    fix = "read the gate report (MLflow, the Prefect artifact or <home>/gates/v<N>/) and train a better version"
+    fix = "read the gate report (MLflow, the Prefect artifact or <home>/gates/<model>/v<N>/) and train a better version"
 
 
 class GateHeld(EbmopsError):

@@ -29,6 +29,14 @@ from pydantic_settings import (
 )
 
 DEFAULT_REGIONS = ["us-east", "eu-west", "ap-south"]
+# A registered model name: what MLflow, the bundles' manifests and the desired states accept.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.=+-]{0,127}$"
+MODEL_PREFIX = "ebm-"  # a dataset's model is ebm-<dataset> unless its source names another
+
+
+def default_model(dataset: str) -> str:
+    """The model a dataset's detector is registered as when nothing names one: ``ebm-<dataset>``."""
+    return f"{MODEL_PREFIX}{dataset}"
 
 
 class SourceSettings(BaseModel):
@@ -54,6 +62,9 @@ class SourceSettings(BaseModel):
     region_name: str = Field(default="us-east-1", description="S3 signing region of an s3:// path.")
     access_key: SecretStr | None = Field(default=None, description="S3 access key id; unset uses the AWS credential chain.")
     secret_key: SecretStr | None = Field(default=None, description="S3 secret access key; set together with access_key.")
+    model: str | None = Field(default=None, pattern=MODEL_NAME_PATTERN,
+                              description="Registered model this source's detector is trained, gated and rolled out "
+                                          "as; default ebm-<source name>.")
 
     @field_validator("path", mode="before")
     @classmethod
@@ -176,7 +187,10 @@ class RegistrySettings(BaseModel):
                                      description="MLflow tracking URI; default sqlite:///<home>/mlflow.db.")
     artifact_root: Path | None = Field(default=None, description="MLflow artifact root for new experiments; default <home>/mlartifacts.")
     experiment: str = Field(default="ebmops", description="MLflow experiment for training runs.")
-    model_name: str = Field(default="ebm-anomaly", description="Registered model name.")
+    model_name: str | None = Field(default=None, pattern=MODEL_NAME_PATTERN,
+                                   description="Registered model of data.dataset (the model a command acts on when "
+                                               "none is named); default that source's 'model', else "
+                                               "ebm-<data.dataset>. Each source has its own model.")
     http_max_retries: int = Field(default=2, ge=0, le=10,
                                   description="Retries of a failed call to a remote MLflow server (sets MLFLOW_HTTP_REQUEST_MAX_RETRIES); "
                                               "MLflow's own default of 7 makes a down server look like a hang of minutes.")
@@ -237,7 +251,8 @@ class GateSettings(BaseModel):
                                 description="Fail when the training cost (device-hours x price) is above this (currency units).")
     window_dataset: str | None = Field(default=None,
                                        description="Dataset whose held-out split is the benchmark window and labelled "
-                                                   "holdout of the gate; default data.dataset.")
+                                                   "holdout of the gate; default the gated version's own dataset. "
+                                                   "Must have that model's features, in order.")
 
 
 REGION_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,39}$"
@@ -735,6 +750,29 @@ class Settings(BaseSettings):
                              "(the rest of the normal events is the evaluation holdout)")
         return self
 
+    @model_validator(mode="after")
+    def _model_names(self) -> "Settings":
+        """Fill registry.model_name with data.dataset's model; refuse two datasets under one model name."""
+        ds = self.data.dataset
+        src = self.data.sources.get(ds)
+        if self.registry.model_name is None:
+            # through __dict__: a derived name is not an explicitly set one (model_fields_set stays as given)
+            self.registry.__dict__["model_name"] = (src.model if src and src.model else None) or default_model(ds)
+        if not re.match(MODEL_NAME_PATTERN, self.registry.model_name):
+            raise ValueError(f"data.dataset {ds!r} gives the model name {self.registry.model_name!r}, which a "
+                             "registry does not accept (letters, digits, _ . = + -); set "
+                             f"data.sources.{ds}.model or registry.model_name")
+        owners: dict[str, str] = {self.registry.model_name: ds}
+        for name, source in self.data.sources.items():
+            if name == ds:
+                continue
+            model = source.model or default_model(name)
+            other = owners.setdefault(model, name)
+            if other != name:
+                raise ValueError(f"data.sources.{name} and {_where(other, ds)} both map to the model {model!r}; "
+                                 f"each dataset needs its own model: set data.sources.{name}.model to another name")
+        return self
+
     # ---- derived locations -------------------------------------------------------------
     @property
     def data_dir(self) -> Path:
@@ -802,6 +840,10 @@ class Settings(BaseSettings):
                                    env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
                                    file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=config_path()))
+
+
+def _where(dataset: str, default: str) -> str:
+    return f"data.dataset {dataset!r} (registry.model_name)" if dataset == default else f"data.sources.{dataset}"
 
 
 def config_path() -> Path | None:

@@ -36,7 +36,7 @@ def _calibration(settings: Settings, version: str, cache: dict) -> np.ndarray | 
         from registry import ModelRegistry
 
         try:
-            dst = settings.home / "drift" / "calibration" / version
+            dst = settings.home / "drift" / "calibration" / str(settings.registry.model_name) / version
             cache[version] = np.load(ModelRegistry.from_settings(settings).download_artifact(
                 version, "calibration_energies.npy", dst))
         except Exception as e:  # noqa: BLE001 - a version logged without calibration: no fallback reference
@@ -47,14 +47,15 @@ def _calibration(settings: Settings, version: str, cache: dict) -> np.ndarray | 
 
 def monitor_region(settings: Settings, store, region: str, *, now: datetime | None = None,
                    calibration_cache: dict | None = None) -> list[dict]:
-    """One observation per version the region's node serves (stable, canary)."""
+    """One observation per version the region's node serves (stable, canary) of the scope's model."""
     now = now or datetime.now(timezone.utc)
     cfg = settings.drift
     cache = calibration_cache if calibration_cache is not None else {}
     try:
         stats = node_stats(settings, region)
     except Exception as e:  # noqa: BLE001 - an unreachable node is reported, not fatal for other regions
-        return [{"region": region, "version": None, "role": None, "delta": None, "level": monitor.NO_DATA,
+        return [{"model": settings.registry.model_name, "region": region, "version": None, "role": None,
+                 "delta": None, "level": monitor.NO_DATA,
                  "reference_kind": None, "n_events": 0, "error": f"node unreachable: {type(e).__name__}: {e}"}]
     model = settings.registry.model_name
     roles = {stats.get("stable_version"): "stable", stats.get("canary_version"): "canary"}
@@ -75,7 +76,7 @@ def monitor_region(settings: Settings, store, region: str, *, now: datetime | No
                                  reference_kind=ref.kind if ref else "none", reference_at=ref.at if ref else None,
                                  n_events=len(current), quantiles=monitor.sketch(current, cfg.quantiles),
                                  created_at=now)
-        out.append({"region": region, "version": version, "role": role, "delta": delta, "level": level,
+        out.append({"model": model, "region": region, "version": version, "role": role, "delta": delta, "level": level,
                     "reference_kind": rec.reference_kind, "n_events": len(current), "observation_id": rec.id,
                     "at": now.isoformat()})
     return out
@@ -109,7 +110,8 @@ def breach_report(settings: Settings, observation: dict) -> str | None:
     from registry import ModelRegistry
 
     region, version = observation["region"], observation["version"]
-    out = settings.home / "drift" / "reports" / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{region}-v{version}"
+    out = (settings.home / "drift" / "reports"
+           / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{settings.registry.model_name}-{region}-v{version}")
     out.mkdir(parents=True, exist_ok=True)
     try:
         recent = fetch_recent(settings, region, 5000, out / "recent.parquet")
@@ -212,7 +214,7 @@ def build_hotfix(settings: Settings, version: str, ds, *, mode: str, region: str
 
     reg = ModelRegistry.from_settings(settings)
     t = settings.training
-    workdir = settings.home / "hotfix" / f"{region}-v{version}-{int(time.time())}"
+    workdir = settings.home / "hotfix" / f"{settings.registry.model_name}-{region}-v{version}-{int(time.time())}"
     workdir.mkdir(parents=True, exist_ok=True)
     x = ds.features_array()
     rng = np.random.default_rng(t.seed)
@@ -245,6 +247,7 @@ def build_hotfix(settings: Settings, version: str, ds, *, mode: str, region: str
         extra_artifacts={"calibration_energies.npy": workdir / "calibration_energies.npy",
                          "training_sample.parquet": workdir / "training_sample.parquet"},
         run_name=f"hotfix-{region}-v{version}-{mode}")
-    info = reg.register(run_id, tags={"hotfix": "true", "hotfix_of": version, "region": region, "mode": mode,
+    info = reg.register(run_id, tags={"dataset": settings.data.dataset, "n_features": str(len(ds.schema.features)),
+                                      "hotfix": "true", "hotfix_of": version, "region": region, "mode": mode,
                                       "cost": "0", "device_hours": "0", "price_per_hour": "0"}, alias=CHALLENGER)
     return {"version": info.version, "mode": mode, "threshold": float(threshold), "run_id": run_id}

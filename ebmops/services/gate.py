@@ -9,8 +9,10 @@ read the training cost. Then they record the report: MLflow tags and artifacts o
 version, the alias ``candidate`` on a pass, and a row in the state store.
 
 The benchmark window and the holdout are the test split (seeded by ``training.seed``) of the
-dataset named by ``gate.window_dataset`` (default ``data.dataset``): normal events the
-candidate never trained on plus every labelled anomaly.
+gated version's own dataset (its lineage's ``dataset``: the settings come scoped to the version's
+model, ebmops/services/models.py), or of ``gate.window_dataset`` when it has the same schema:
+normal events the candidate never trained on plus every labelled anomaly. The champion is
+looked up within the same model only.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def resolve(settings: Settings, version: str | None) -> GateSubjects:
     champ = reg.get_by_alias(CHAMPION)
     if champ is not None and champ.version == cand.version:
         champ = None  # the champion is not compared with itself
-    workdir = settings.home / "gates" / f"v{cand.version}"
+    workdir = settings.home / "gates" / cand.name / f"v{cand.version}"  # version numbers are per model
     workdir.mkdir(parents=True, exist_ok=True)
 
     def fetch(info, name) -> Path:
@@ -72,17 +74,17 @@ def window(settings: Settings, window_path: str | None = None):
     """(window frame, window x, (holdout x, holdout y), holdout id).
 
     The window is what energies, alert rates and feature drift are measured on: the labelled
-    holdout of ``gate.window_dataset`` by default, or the recent events in ``window_path`` (a
+    holdout of the version's dataset (``window_source``) by default, or the recent events in ``window_path`` (a
     hotfix gates on the region's recent traffic). Detection quality always uses the labelled
     holdout. The dataset is streamed: the holdout is the training split's bounded seeded sample of
     test events (``training.evaluation_rows`` normal ones and as many anomalies at most), the
     same rows the train flow evaluated on."""
     import pandas as pd
 
-    from ebmops.core.data import budget, open_source
+    from ebmops.core.data import budget
     from training.streaming import prepare
 
-    source = open_source(settings.gate.window_dataset or settings.data.dataset, settings)
+    source = window_source(settings)
     sp = prepare(source, settings.training, budget(settings, source.schema.n_features))
     holdout = (sp.x_test, sp.y_test)
     if window_path:
@@ -94,6 +96,24 @@ def window(settings: Settings, window_path: str | None = None):
         return frame, frame.to_numpy(np.float32), holdout, source.fingerprint()[:12]
     frame = pd.DataFrame(sp.x_test, columns=list(sp.feature_names))
     return frame, sp.x_test, holdout, source.fingerprint()[:12]
+
+
+def window_source(settings: Settings):
+    """The dataset the window and holdout come from: the gated version's own (``data.dataset`` of its model
+    scope), or ``gate.window_dataset`` when that has the same features in the same order."""
+    from ebmops.core.data import open_source
+
+    own = open_source(settings.data.dataset, settings)
+    name = settings.gate.window_dataset
+    if not name or name == own.name:
+        return own
+    other = open_source(name, settings)
+    if tuple(other.schema.features) != tuple(own.schema.features):
+        raise ConfigError(f"gate.window_dataset {name!r} has {other.schema.n_features} features "
+                          f"({', '.join(other.schema.features[:4])}, ...), not the {own.schema.n_features} of "
+                          f"{settings.registry.model_name}'s dataset {own.name!r}; unset gate.window_dataset, or set "
+                          "it to a dataset with that model's schema")
+    return other
 
 
 def benchmark(subjects: GateSubjects, settings: Settings) -> dict:

@@ -79,6 +79,22 @@ def plan_for(settings: Settings, *, hotfix: bool = False, regions: list[str] | N
     return RolloutPlan.from_settings(settings, hotfix=hotfix, **overrides)
 
 
+def scope_for(settings: Settings, store, *, model: str | None = None, version: str | None = None,
+              rollout_id: str | None = None) -> Settings:
+    """The model scope a rollout runs in: a resumed rollout's own model, else the one named (or the default)."""
+    from ebmops.core.errors import ConfigError
+    from ebmops.services.models import resolve
+
+    ro = store.get_rollout(rollout_id) if rollout_id is not None else None
+    if ro is not None:
+        if model is not None and model != ro.model_name:
+            raise ConfigError(f"--model {model!r}: rollout {rollout_id} is a rollout of {ro.model_name!r}")
+        return resolve(settings, model=ro.model_name, version=ro.version)
+    if rollout_id is not None:  # unknown: the controller names it
+        return resolve(settings, model=model)
+    return resolve(settings, model=model, version=version or "@candidate")
+
+
 def create(settings: Settings, store, version: str, *, plan: RolloutPlan, created_by: str) -> str:
     """Create the rollout record (refused while the model has an active one) after checking that every
     region has a stable version to compare against and fall back to."""
@@ -165,7 +181,8 @@ def decide(settings: Settings, store, rollout_id: str, *, approve: bool, actor: 
 
 def status(store, rollout_id: str | None = None, *, model: str | None = None) -> dict:
     ro = store.get_rollout(rollout_id) if rollout_id else (
-        store.active_rollout(model) if model else None) or next(iter(store.list_rollouts(limit=1)), None)
+        store.active_rollout(model) if model else None) or next(iter(store.list_rollouts(model_name=model, limit=1)),
+                                                                  None)
     if ro is None:
         raise RolloutRefused("no rollout found" + (f" with id {rollout_id}" if rollout_id else "")
                              + "; start one with `ebmops rollout start VERSION`")

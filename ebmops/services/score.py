@@ -152,7 +152,12 @@ def open_scoring_source(settings: Settings, source: str, features: tuple[str, ..
 
 def plan(settings: Settings, source: str, out: str | Path, *, model: str | None = None, region: str | None = None,
          version: str | None = None, event_id: str | None = None) -> ScoreJob:
-    """Choose and verify the version, open the source, and claim (or resume) the output folder."""
+    """Choose and verify the version, open the source, and claim (or resume) the output folder. A dataset
+    source is scored by its own model (``ebm-<dataset>`` or the source's ``model``) unless ``model`` is named."""
+    if model is None and not Path(source).suffix and "/" not in source and "*" not in source:
+        from ebmops.core.models import model_of
+
+        model = model_of(settings, source)
     choice = choose_version(settings, model, region, version)
     loaded = load_model(settings, choice)
     src = open_scoring_source(settings, source, tuple(loaded.features), event_id)

@@ -36,6 +36,23 @@ def check_regions(settings: Settings, regions: Sequence[str] | None) -> list[str
     return list(dict.fromkeys(regions))
 
 
+def synced_regions(settings: Settings, regions: list[str]) -> list[str]:
+    """The regions whose store holds a desired state of the scope's model: where it was synced, so where
+    its node serves it (a store that cannot be read is kept: its observation reports the problem)."""
+    from ebmops.core.errors import EbmopsError
+    from registry.desired_state import desired_key
+    from registry.objectstore.factory import store_for_region
+
+    keep = []
+    for region in regions:
+        try:
+            if store_for_region(settings, region).exists(desired_key(str(settings.registry.model_name))):
+                keep.append(region)
+        except EbmopsError:
+            keep.append(region)
+    return keep
+
+
 def check_allowed(settings: Settings, bundle: SyncBundle, regions: Sequence[str], *,
                   override: str | dict | None = None) -> dict:
     """Whether ``bundle`` may become the stable version of ``regions``: it passed the gate and is each

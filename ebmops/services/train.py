@@ -27,10 +27,12 @@ import numpy as np
 
 from ebmops.core.aliases import CHALLENGER
 from ebmops.core.data import StreamSource, budget, open_source
-from ebmops.core.errors import ValidationFailed
+from ebmops.core.errors import ConfigError, ValidationFailed
 from ebmops.core.settings import Settings
 
 SAMPLE_ROWS = 5000  # training rows kept with the model as the data-drift reference
+FEATURE_SCHEMA = "feature_schema.json"        # artifact: the version's dataset and FeatureSchema.to_dict()
+REFERENCE_PROFILE = "reference_profile.json"  # artifact: the reference profile its data was validated against
 
 
 @dataclass
@@ -55,17 +57,29 @@ class Candidate:
     result: Any = None  # the training.TrainResult it came from
 
 
-def settings_for_run(base: Settings, *, dataset: str | None = None, epochs: int | None = None,
-                     device: str | None = None, seed: int | None = None) -> Settings:
-    """Apply per-run overrides (CLI flags, flow parameters) on top of the resolved settings."""
+def settings_for_run(base: Settings, *, dataset: str | None = None, model: str | None = None,
+                     epochs: int | None = None, device: str | None = None, seed: int | None = None) -> Settings:
+    """Apply per-run overrides (CLI flags, flow parameters) on top of the resolved settings, scoped to the
+    model being trained: ``dataset``'s model (``model`` alone names its configured dataset)."""
+    from ebmops.core.models import dataset_of, model_of, scoped
+
+    if dataset is None and model is not None:
+        dataset = dataset_of(base, model)
+        if dataset is None:
+            raise ConfigError(f"model: no dataset is configured for {model!r}; train it with --dataset NAME "
+                              "(its model is data.sources.NAME.model, else ebm-NAME)")
+    dataset = dataset or base.data.dataset
+    if model is not None and model != model_of(base, dataset):
+        raise ConfigError(f"model: dataset {dataset!r} is the model {model_of(base, dataset)!r}, not {model!r} "
+                          f"(set data.sources.{dataset}.model to rename it)")
     upd_training = {k: v for k, v in {"epochs": epochs, "device": device, "seed": seed}.items() if v is not None}
     if epochs is not None:
         upd_training["min_train_events"] = 0  # asked for N epochs: train exactly N (training/schedule.py)
-    data = base.data.model_copy(update={"dataset": dataset}) if dataset else base.data
     merged = base.model_dump()
     merged["training"].update(upd_training)
-    merged["data"] = data.model_dump()
-    return type(base).model_validate(merged)
+    merged["data"]["dataset"] = dataset
+    merged["registry"]["model_name"] = model_of(base, dataset)
+    return scoped(type(base).model_validate(merged), model_of(base, dataset), dataset)
 
 
 def run_key(source: StreamSource, settings: Settings) -> str:
@@ -155,10 +169,11 @@ def register(cand: Candidate, metrics: dict, ds: StreamSource, settings: Setting
               "objective": t.objective, "noise_sigma": f"{t.noise_sigma_min}-{t.noise_sigma_max}", "seed": t.seed, "threshold_quantile": t.threshold_quantile,
               "train_fraction": t.train_fraction, "device": cand.device, "amp": cand.amp,
               "n_features": ds.schema.n_features}
-    tags = {"dataset": ds.name, "run_key": cand.run_key, "stopped_reason": cand.stopped_reason or "",
+    tags = {"dataset": ds.name, "model": settings.registry.model_name, "run_key": cand.run_key, "stopped_reason": cand.stopped_reason or "",
             "n_events": str(ds.n_rows if ds.n_rows is not None else "")}
     example = (data_split.x_test[:5] if data_split is not None
                else next(ds.iter_batches(batch_rows=5)).x)
+    lineage_files = _lineage_files(ds, settings, cand.artifacts_dir)
     run_id = reg.log_training_run(
         params=params, metrics={k: float(v) for k, v in metrics.items()}, tags=tags,
         scripted_path=cand.scripted_path, input_example=example, threshold=cand.threshold,
@@ -166,16 +181,35 @@ def register(cand: Candidate, metrics: dict, ds: StreamSource, settings: Setting
         extra_artifacts={p.name: p for p in (cand.artifacts_dir / "summary.md",
                                              cand.artifacts_dir / "calibration_energies.npy",
                                              cand.artifacts_dir / "training_sample.parquet",
-                                             cand.artifacts_dir / "loss_history.json")},
+                                             cand.artifacts_dir / "loss_history.json")} | lineage_files,
         run_name=f"train-{ds.name}-{cand.run_key[:8]}")
     price = settings.training.price_per_device_hour.get(cand.device.split(":")[0], 0.0)
-    version_tags = {"dataset": ds.name, "n_features": str(ds.schema.n_features), "device": cand.device,
+    version_tags = {"dataset": ds.name, "n_features": str(ds.schema.n_features), "features_sha256": _schema_hash(ds),
+                    "device": cand.device,
                     "cost": f"{cand.cost:.6g}", "device_hours": f"{cand.device_hours:.6g}", "price_per_hour": f"{price:g}",
                     **{k: f"{v:.6g}" for k, v in metrics.items() if k in ("ebm_auroc", "ebm_ap", "iforest_auroc",
                                                                           "iforest_ap", "train_seconds")}}
     info = reg.register(run_id, tags=version_tags, alias=CHALLENGER)
     shutil.rmtree(settings.checkpoint_dir / cand.run_key, ignore_errors=True)
     return info
+
+
+def _schema_hash(ds: StreamSource) -> str:
+    return hashlib.sha256(json.dumps(ds.schema.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _lineage_files(ds: StreamSource, settings: Settings, out: Path) -> dict[str, Path]:
+    """The version's own data contract, logged with it: the feature schema (names, order, types) and the
+    reference profile its batches were validated against."""
+    from ebmops.core.validation.profile import reference_path
+
+    files = {FEATURE_SCHEMA: out / FEATURE_SCHEMA}
+    files[FEATURE_SCHEMA].write_text(json.dumps({"dataset": ds.name, **ds.schema.to_dict()}, indent=1))
+    ref = reference_path(settings, ds.name)
+    if ref.is_file():
+        files[REFERENCE_PROFILE] = out / REFERENCE_PROFILE
+        shutil.copyfile(ref, files[REFERENCE_PROFILE])
+    return files
 
 
 def summary_markdown(ds: StreamSource, cand: Candidate, metrics: dict, validated: list[dict],

@@ -88,7 +88,7 @@ def _act_first_version(s) -> str:
 
         console.print(f"this home already has a champion: v{v1} becomes the baseline by the operator's override")
         override = own_override(s, version=v1, regions=list(s.data.regions), comment="demo baseline")
-    sync_flow(version=v1, reason="manual", override=override)
+    sync_flow(version=v1, reason="manual", override=override, model=s.registry.model_name)
     return v1
 
 
@@ -102,7 +102,8 @@ def _act_retrain_rollout(s, replay, approver: str) -> None:
     res2 = train_flow(seed=s.training.seed + 1, progress=False)
     print_gate(res2["gate"]["report"])
     replay.reset_stats()
-    _rollout_table(rollout_flow(version=res2["version"], auto_approve_as=approver, created_by=approver))
+    _rollout_table(rollout_flow(version=res2["version"], auto_approve_as=approver, created_by=approver,
+                                model=s.registry.model_name))
     _traffic_table(replay, "traffic during the rollout")
 
 
@@ -117,7 +118,8 @@ def _act_bad_candidate(s, approver: str) -> None:
         res3 = train_flow(seed=s.training.seed + 2, progress=False, run_gate=False)
     v3 = res3["version"]
     console.print(f"v{v3}: threshold {res3['threshold']:.4g} (the 5 % quantile of its calibration energies)")
-    _rollout_table(rollout_flow(version=v3, auto_approve_as=approver, created_by=approver))
+    _rollout_table(rollout_flow(version=v3, auto_approve_as=approver, created_by=approver,
+                                model=s.registry.model_name))
 
 
 def _audit_table() -> None:
@@ -205,7 +207,7 @@ def drift_scenario(settings, replay, *, region: str, approver: str) -> dict:
     breach = None
     for _ in range(30):
         time.sleep(2)
-        out = drift_monitor(regions=[region])
+        out = drift_monitor(regions=[region], model=settings.registry.model_name)
         hits = [b for b in out["breaches"] if b["start_hotfix"]]
         if hits:
             breach = hits[0]

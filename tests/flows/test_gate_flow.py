@@ -48,14 +48,20 @@ def test_gate_passes_a_retrain_and_catches_slow_and_shifted_candidates(prefect_s
     monkeypatch.setenv("EBMOPS_DATA__SOURCES", json.dumps(
         {"kdd99-shifted": {"path": str(path), "features": feats, "label": "label", "event_id": "event_id",
                            "region": "region"}}))
-    drifted = train(dataset="kdd99-shifted", epochs=4, progress=False)["gate"]
+    # the shifted source is its own model, gated on its own data by default; gate.window_dataset (same
+    # schema) gates it on kdd99's window, where its energies have moved
+    monkeypatch.setenv("EBMOPS_GATE__WINDOW_DATASET", "kdd99")
+    shifted_run = train(dataset="kdd99-shifted", epochs=4, progress=False)
+    drifted = shifted_run["gate"]
+    assert shifted_run["model_name"] == "ebm-kdd99-shifted" and drifted["champion"] is None
     assert drifted["verdict"] == "fail" and _verdicts(drifted)["energy_shift"] == "fail"
 
-    reports = open_store(flow_env).list_gate_reports(model_name=flow_env.registry.model_name)
-    assert [r.verdict for r in reports] == ["fail", "fail", "pass"]
-    md = (flow_env.home / "gates" / f"v{drifted['version']}" / "gate.md").read_text()
+    store = open_store(flow_env)
+    assert [r.verdict for r in store.list_gate_reports(model_name=flow_env.registry.model_name)] == ["fail", "pass"]
+    assert [r.verdict for r in store.list_gate_reports(model_name="ebm-kdd99-shifted")] == ["fail"]
+    md = (flow_env.home / "gates" / "ebm-kdd99-shifted" / f"v{drifted['version']}" / "gate.md").read_text()
     assert "energy_shift" in md and "fail" in md
 
     # re-gating by hand records a new report and keeps the verdict
-    again = gate(version=drifted["version"])
+    again = gate(version=drifted["version"], model="ebm-kdd99-shifted")
     assert again["verdict"] == "fail"

@@ -182,7 +182,7 @@ def test_from_settings_uses_the_home_store(settings):
     reg = ModelRegistry.from_settings(settings)
     assert reg.tracking_uri == f"sqlite:///{settings.home / 'mlflow.db'}"
     assert reg.artifact_root == settings.home / "mlartifacts"
-    assert (reg.model_name, reg.experiment) == ("ebm-anomaly", "ebmops")
+    assert (reg.model_name, reg.experiment) == ("ebm-kdd99", "ebmops")
 
     remote = settings.model_copy(update={"registry": settings.registry.model_copy(
         update={"tracking_uri": "http://127.0.0.1:5000"})})
@@ -222,3 +222,14 @@ def test_download_torchscript_returns_the_logged_file_byte_for_byte(store, tmp_p
     assert not list((tmp_path / "sync").glob("*.partial"))
     x = torch.from_numpy(np.random.default_rng(3).random((16, len(FEATURES)), dtype=np.float32))
     assert torch.equal(torch.jit.load(str(got))(x), torch.jit.load(str(run.scripted_path))(x))
+
+
+def test_registered_models_spans_models_and_for_model_switches_model(store):
+    a = store.registry()
+    b = a.for_model(f"{a.model_name}-other")
+    a.register(store.runs[0].run_id)
+    b.register(store.runs[1].run_id)
+    assert {a.model_name, b.model_name} <= set(a.registered_models())
+    assert a.registered_models() == sorted(a.registered_models())
+    assert [v.version for v in b.list_versions()] == ["1"] and b.get_version("1").run_id == store.runs[1].run_id
+    assert (b.tracking_uri, b.experiment) == (a.tracking_uri, a.experiment)

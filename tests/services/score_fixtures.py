@@ -15,7 +15,7 @@ from registry.objectstore import LocalStore
 from registry.signing import hmac_key
 from tests.registry.sync_fixtures import FEATURES, save_energy_model
 
-MODEL = "ebm-anomaly"
+MODEL = "ebm-kdd99"
 REGION = "eu-west"
 SECRET = "s" * 40
 THRESHOLDS = {"1": 0.05, "2": 0.08}

@@ -42,7 +42,7 @@ def test_ebmops_node_serves_the_regions_default_store(tmp_path):
             time.sleep(0.1)
         r = httpx.post(f"{url}/score", json={"events": [[0.0] * len(FEATURES)]})
         assert r.status_code == 200 and r.json()["versions"] == ["1"]
-        assert (home / "nodes" / "eu-west" / "ebm-anomaly" / "1" / "model.pt").is_file()
+        assert (home / "nodes" / "eu-west" / "ebm-kdd99" / "1" / "model.pt").is_file()
     finally:
         proc.send_signal(signal.SIGINT)
         try:

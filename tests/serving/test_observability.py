@@ -56,7 +56,7 @@ def test_json_log_lines_name_region_model_version_generation_and_request_id(tmp_
     lines = [json.loads(fmt.format(rec)) for rec in caplog.records if getattr(rec, "ebm", None)]
     served = next(x for x in lines if x.get("event") == "served")
     assert (served["region"], served["model"], served["version"], served["generation"]) == \
-        ("eu-west", "ebm-anomaly", "1", 1)
+        ("eu-west", "ebm-kdd99", "1", 1)
     refused = next(x for x in lines if x.get("request_id") == "req-42")
     assert refused["status"] == 413 and refused["region"] == "eu-west" and refused["level"] == "warning"
 

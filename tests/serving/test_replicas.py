@@ -120,7 +120,7 @@ def _plan(cp) -> RolloutPlan:
 def _start_rollout(cp, tmp_path):
     state = open_store(load_settings(home=tmp_path / "cp"))
     plan = _plan(cp)
-    ro = state.create_rollout(model_name="ebm-anomaly", version="2", plan=plan.to_dict(),
+    ro = state.create_rollout(model_name="ebm-kdd99", version="2", plan=plan.to_dict(),
                               stable_before={REGION: "1"}, created_by="test")
     return state, ro.id
 

@@ -260,7 +260,7 @@ def test_node_process_with_tokens_binds_all_addresses_and_logs_json_without_secr
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     served = [x for x in lines if x.get("event") == "served"]
     assert served and served[0]["region"] == "eu-west" and served[0]["version"] == "1"
-    assert served[0]["model"] == "ebm-anomaly" and served[0]["generation"] == 1
+    assert served[0]["model"] == "ebm-kdd99" and served[0]["generation"] == 1
     assert token not in out
     assert np.isfinite(r.json()["energies"][0])
 
