@@ -182,12 +182,34 @@ def recent_dataset(settings: Settings, region: str, path: Path):
 
     from ebmops.core.data.schema import EVENT_ID, REGION, Dataset, FeatureSchema
 
+    from ebmops.core.data import open_source
+
     frame = pd.read_parquet(path)
     features = [c for c in frame.columns if c != "energy"]
     frame = frame[features].copy()
     frame.insert(0, EVENT_ID, np.arange(len(frame), dtype=np.int64))
     frame.insert(1, REGION, region)
-    return Dataset(name=f"recent-{region}", frame=frame, schema=FeatureSchema(features=tuple(features)))
+    # the model's categorical columns (its dataset's schema) hold the raw texts the node kept
+    categorical = tuple(c for c in open_source(settings.data.dataset, settings).schema.categorical if c in features)
+    return Dataset(name=f"recent-{region}", frame=frame,
+                   schema=FeatureSchema(features=tuple(features), categorical=categorical))
+
+
+def model_input(module, ds) -> np.ndarray:
+    """``ds``'s events as ``module``'s input: numeric columns as they are, categorical ones (raw texts)
+    through the model's own vocabulary (``encode``), unseen values in its unknown slot."""
+    features = list(ds.schema.features)
+    x = np.zeros((len(ds.frame), len(features)), dtype=np.float32)
+    categorical = set(module.categorical_columns()) if hasattr(module, "categorical_columns") else set()
+    for j, c in enumerate(features):
+        col = ds.frame[c]
+        if j in categorical:
+            from ebmops.core.data.categorical import canonical_value
+
+            x[:, j] = module.encode(j, [canonical_value(v) or "" for v in col.tolist()]).numpy()
+        else:
+            x[:, j] = col.to_numpy(dtype=np.float32)
+    return x
 
 
 def validate_recent(settings: Settings, store, ds, region: str):
@@ -216,14 +238,14 @@ def build_hotfix(settings: Settings, version: str, ds, *, mode: str, region: str
     t = settings.training
     workdir = settings.home / "hotfix" / f"{settings.registry.model_name}-{region}-v{version}-{int(time.time())}"
     workdir.mkdir(parents=True, exist_ok=True)
-    x = ds.features_array()
+    module = torch.jit.load(str(prepare(settings, version).model_file), map_location="cpu").eval()
+    x = model_input(module, ds)  # the served version's own codes for categorical columns
     rng = np.random.default_rng(t.seed)
     order = rng.permutation(len(x))
     n_cal = max(len(x) // 2, 1)
     params: dict = {"hotfix_of": version, "mode": mode, "region": region, "delta": round(delta, 4),
                     "n_events": len(x), "threshold_quantile": t.threshold_quantile}
     if mode == "recalibrate":
-        module = torch.jit.load(str(prepare(settings, version).model_file), map_location="cpu").eval()
         threshold, cal = calibrate(module, x[order[:n_cal]], t.threshold_quantile)  # the buffer travels with it
         model_file = workdir / "model.pt"
         torch.jit.save(module, str(model_file))

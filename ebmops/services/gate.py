@@ -92,9 +92,17 @@ def window(settings: Settings, window_path: str | None = None):
         missing = [f for f in sp.feature_names if f not in recent.columns]
         if missing:
             raise ConfigError(f"window_path {window_path} lacks the model's features {missing[:5]}")
-        frame = recent[list(sp.feature_names)].astype("float32")
+        frame = recent[list(sp.feature_names)].copy()
+        for c in frame.columns:  # categorical columns hold the texts clients sent: codes of the window's vocabulary
+            cats = sp.vocabulary.get(c)
+            if cats is not None:
+                frame[c] = pd.Index(cats).get_indexer(frame[c].astype(str)).astype(np.float32)
+                frame.loc[frame[c] < 0, c] = float(len(cats))
+        frame = frame.astype("float32")
+        frame.attrs.update(vocabulary=dict(sp.vocabulary), features=list(sp.feature_names))
         return frame, frame.to_numpy(np.float32), holdout, source.fingerprint()[:12]
     frame = pd.DataFrame(sp.x_test, columns=list(sp.feature_names))
+    frame.attrs.update(vocabulary=dict(sp.vocabulary), features=list(sp.feature_names))
     return frame, sp.x_test, holdout, source.fingerprint()[:12]
 
 
@@ -129,10 +137,33 @@ def benchmark(subjects: GateSubjects, settings: Settings) -> dict:
         return {}  # recorded as inconclusive by the check
 
 
-def _energies(path: Path, x: np.ndarray) -> tuple[np.ndarray, float]:
+UNSEEN = "\x00unseen"  # a category no vocabulary holds: every model scores it in its unknown slot
+
+
+def own_codes(m, x: np.ndarray, window: dict | None) -> np.ndarray:
+    """``x`` in model ``m``'s own codes. The window's categorical columns hold codes of the window's vocabulary
+    (``window``: its ``vocabulary`` and ``features``, learnt from the version's data); a champion trained
+    earlier numbers its categories its own way, so each column goes back to its texts and through ``m.encode``.
+    Numeric-only models and windows pass through."""
+    if not window or not window.get("vocabulary") or not hasattr(m, "categorical_columns"):
+        return x
+    vocab, features = window["vocabulary"], window["features"]
+    x = np.array(x, dtype=np.float32, copy=True)
+    for j in m.categorical_columns():
+        cats = vocab.get(features[j], ())
+        codes = x[:, j]
+        ok = np.isfinite(codes) & (codes >= 0) & (codes < len(cats))
+        texts = np.full(len(codes), UNSEEN, dtype=object)
+        texts[ok] = np.asarray(cats, dtype=object)[codes[ok].astype(np.int64)]
+        x[:, j] = m.encode(j, texts.tolist()).numpy()
+    return x
+
+
+def _energies(path: Path, x: np.ndarray, window: dict | None = None) -> tuple[np.ndarray, float]:
     import torch
 
     m = torch.jit.load(str(path), map_location="cpu").eval()
+    x = own_codes(m, x, window)
     out = []
     with torch.inference_mode():
         for i in range(0, len(x), 8192):
@@ -149,7 +180,8 @@ def measure(subjects: GateSubjects, settings: Settings, latency: dict, window_fr
     from training import detection_metrics
 
     cand, champ = subjects.candidate, subjects.champion
-    e_cand, thr_cand = _energies(subjects.candidate_path, x)
+    win = getattr(window_frame, "attrs", None)  # the window's vocabulary: each model scores in its own codes
+    e_cand, thr_cand = _energies(subjects.candidate_path, x, win)
     x_h, y = y if isinstance(y, tuple) else (x, y)  # the labelled holdout for detection quality
     same = x_h is x
     normal = (y == 0) if (y is not None and same) else np.ones(len(x), bool)
@@ -161,15 +193,15 @@ def measure(subjects: GateSubjects, settings: Settings, latency: dict, window_fr
                          candidate_alert_rate=alert_rate(e_cand, thr_cand), alert_window_events=len(x),
                          n_features=x.shape[1])
     if y is not None:
-        e_cand_h = e_cand if same else _energies(subjects.candidate_path, x_h)[0]
+        e_cand_h = e_cand if same else _energies(subjects.candidate_path, x_h, win)[0]
         d = detection_metrics(e_cand_h, y)
         m.candidate_detection = DetectionMetrics(auroc=d["auroc"], ap=d["ap"], n_positive=int(y.sum()),
                                                  n_negative=int((y == 0).sum()), holdout_id=holdout_id)
     if subjects.champion_path:
-        e_champ, thr_champ = _energies(subjects.champion_path, x)
+        e_champ, thr_champ = _energies(subjects.champion_path, x, win)
         m.champion_alert_rate = alert_rate(e_champ, thr_champ)
         if y is not None:
-            d = detection_metrics(e_champ if same else _energies(subjects.champion_path, x_h)[0], y)
+            d = detection_metrics(e_champ if same else _energies(subjects.champion_path, x_h, win)[0], y)
             m.champion_detection = DetectionMetrics(auroc=d["auroc"], ap=d["ap"], n_positive=int(y.sum()),
                                                     n_negative=int((y == 0).sum()), holdout_id=holdout_id)
     if subjects.training_sample_path is not None:
