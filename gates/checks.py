@@ -57,11 +57,14 @@ def _skip_or_hold(name: str, threshold: float | None, champion_expected: bool, w
 # ---- 1. latency ---------------------------------------------------------------------------------------
 
 def check_latency(candidate: LatencyStats | None, champion: LatencyStats | None, cfg: GateSettings, *,
-                  champion_expected: bool = False) -> list[CheckResult]:
+                  champion_expected: bool = False, same_network: bool = False) -> list[CheckResult]:
     """p95 single-event latency under budget, and no slower than the champion by more than the tolerance.
 
     Slowdown is the worse of the p95 ratio and the inverse batch-1024 throughput ratio, so a model
     whose single calls hide behind per-call overhead but whose batches are slower is still caught.
+    ``same_network``: the candidate runs the champion's network, weights and all (a hotfix that only
+    recalibrates the threshold); a ratio of two timings of one network measures the machine's noise, so
+    the comparison passes as such instead of failing one run in a few on a loaded host.
     """
     budget, limit = cfg.latency_p95_budget_ms, 1.0 + cfg.latency_tolerance
     results = []
@@ -83,7 +86,10 @@ def check_latency(candidate: LatencyStats | None, champion: LatencyStats | None,
             f"(p99 {candidate.p99_ms:.3f} ms, {candidate.throughput_b1024_eps:,.0f} events/s at batch 1024)", details))
 
     name = "latency_vs_champion"
-    if champion is None:
+    if same_network and champion_expected:
+        results.append(CheckResult(name, PASS, 1.0, limit, "the candidate runs the champion's network (identical "
+                                   "weights, another threshold): no slowdown to measure"))
+    elif champion is None:
         results.append(_skip_or_hold(name, limit, champion_expected, "latency"))
     elif candidate is None or _bad(candidate.p95_ms):
         results.append(CheckResult(name, INCONCLUSIVE, None, limit, "no latency measurement for the candidate"))

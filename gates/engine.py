@@ -34,6 +34,7 @@ class GateMeasurements:
     # 1. latency, both from one benchmark_models run
     candidate_latency: LatencyStats | None = None
     champion_latency: LatencyStats | None = None
+    same_network_as_champion: bool = False        # identical weights (a recalibration): latency is the champion's
     # 2. energies: Δ of the window vs the candidate's calibration energies, and alert rates on the window
     energy_shift: float | None = None
     energy_n_reference: int | None = None
@@ -78,7 +79,7 @@ def run_checks(m: GateMeasurements, cfg: GateSettings) -> list[CheckResult]:
     expected = m.champion_version is not None
     results: list[CheckResult] = []  # champion numbers without a champion_version are ignored: no champion
     results += check_latency(m.candidate_latency, m.champion_latency if expected else None, cfg,
-                             champion_expected=expected)
+                             champion_expected=expected, same_network=m.same_network_as_champion)
     results.append(check_energy_drift(m.energy_shift, cfg, n_reference=m.energy_n_reference,
                                       n_current=m.energy_n_current))
     results += check_alert_rate(m.candidate_alert_rate, m.champion_alert_rate if expected else None, cfg,

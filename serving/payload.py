@@ -104,22 +104,7 @@ def parse_score(raw: bytes, schema: Sequence[str], *, max_events: int, positiona
             if np.isfinite(x).all():
                 return ScoreRequest(x=x, keys=None)
             # a value beyond float32: the full path below names the field
-    doc = parse_json(raw)
-    unknown = [k for k in doc if k not in ALLOWED_FIELDS]
-    if unknown:
-        raise InputError(422, "unknown field", unknown[0], f"the body may hold only {', '.join(ALLOWED_FIELDS)}")
-    events = doc.get("events")
-    if not isinstance(events, list):
-        raise InputError(422, "missing events", "events",
-                         f"must be a list of events, got {_json_type(events)}; each event is a list of "
-                         f"{len(schema)} numbers or an object keyed by feature name")
-    if not events:
-        raise InputError(422, "empty batch", "events", "holds no events; send at least one")
-    if len(events) > max_events:
-        raise InputError(413, "batch too large", "events",
-                         f"holds {len(events)} events, the limit is {max_events} (serving.max_batch_events); "
-                         "split the batch")
-    keys = _parse_keys(doc.get("keys"), len(events))
+    events, keys = _events_and_keys(raw, schema, max_events, "numbers")
     x = _fast_matrix(raw, events, len(schema)) if positional in (None, len(schema)) else None
     if x is None:
         x = _slow_matrix(events, schema, len(schema) if positional is None else positional)
@@ -332,9 +317,9 @@ def _check_finite(x: np.ndarray, events: list, schema: Sequence[str]) -> None:
                      f"feature {name} is {value!r}, which is not a finite float32 (|x| must be below 3.4e38)")
 
 
-def _parse_categorical(raw: bytes, schema: Sequence[str], *, max_events: int, positional: int | None,
-                       categorical: Collection[str]) -> ScoreRequest:
-    """The JSON path of a model with categorical columns: every value checked, naming the first bad field."""
+def _events_and_keys(raw: bytes, schema: Sequence[str], max_events: int, what: str) -> tuple[list, list | None]:
+    """The body's ``events`` (checked: a non-empty list within the limit) and its routing ``keys``;
+    ``what`` an event's values are ("numbers", or "values" where categories may be strings)."""
     doc = parse_json(raw)
     unknown = [k for k in doc if k not in ALLOWED_FIELDS]
     if unknown:
@@ -343,14 +328,20 @@ def _parse_categorical(raw: bytes, schema: Sequence[str], *, max_events: int, po
     if not isinstance(events, list):
         raise InputError(422, "missing events", "events",
                          f"must be a list of events, got {_json_type(events)}; each event is a list of "
-                         f"{len(schema)} values or an object keyed by feature name")
+                         f"{len(schema)} {what} or an object keyed by feature name")
     if not events:
         raise InputError(422, "empty batch", "events", "holds no events; send at least one")
     if len(events) > max_events:
         raise InputError(413, "batch too large", "events",
                          f"holds {len(events)} events, the limit is {max_events} (serving.max_batch_events); "
                          "split the batch")
-    keys = _parse_keys(doc.get("keys"), len(events))
+    return events, _parse_keys(doc.get("keys"), len(events))
+
+
+def _parse_categorical(raw: bytes, schema: Sequence[str], *, max_events: int, positional: int | None,
+                       categorical: Collection[str]) -> ScoreRequest:
+    """The JSON path of a model with categorical columns: every value checked, naming the first bad field."""
+    events, keys = _events_and_keys(raw, schema, max_events, "values")
     width = len(schema) if positional is None else positional
     known = set(schema)
     cat_cols = [j for j, name in enumerate(schema) if name in categorical]

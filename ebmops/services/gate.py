@@ -159,6 +159,25 @@ def own_codes(m, x: np.ndarray, window: dict | None) -> np.ndarray:
     return x
 
 
+def network_digest(path: Path) -> str:
+    """sha256 of a TorchScript model's code, parameters and buffers, the threshold left out: two files with
+    the same digest run the same network (a recalibrated hotfix), whatever their thresholds."""
+    import hashlib
+
+    import torch
+
+    m = torch.jit.load(str(path), map_location="cpu")
+    h = hashlib.sha256()
+    for name, sub in sorted(m.named_modules()):
+        h.update(name.encode() + b"\0" + getattr(sub, "code", "").encode())
+    for name, t in sorted(m.state_dict().items()):
+        if name.rsplit(".", 1)[-1] == "threshold":
+            continue
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _energies(path: Path, x: np.ndarray, window: dict | None = None) -> tuple[np.ndarray, float]:
     import torch
 
@@ -191,7 +210,9 @@ def measure(subjects: GateSubjects, settings: Settings, latency: dict, window_fr
                          energy_shift=energy_shift(subjects.calibration_energies, e_cand[normal]),
                          energy_n_reference=len(subjects.calibration_energies), energy_n_current=int(normal.sum()),
                          candidate_alert_rate=alert_rate(e_cand, thr_cand), alert_window_events=len(x),
-                         n_features=x.shape[1])
+                         n_features=x.shape[1],
+                         same_network_as_champion=bool(subjects.champion_path) and
+                         network_digest(subjects.candidate_path) == network_digest(subjects.champion_path))
     if y is not None:
         e_cand_h = e_cand if same else _energies(subjects.candidate_path, x_h, win)[0]
         d = detection_metrics(e_cand_h, y)

@@ -59,10 +59,10 @@ def test_two_models_roll_out_at_once_and_one_is_hotfixed_while_the_other_stays(
                  "EBMOPS_ROLLOUT__BAKE_S": "2", "EBMOPS_ROLLOUT__HOTFIX__BAKE_S": "2",
                  "EBMOPS_ROLLOUT__ONCALL_ROSTER": json.dumps(["oncall", os_login()]),
                  "EBMOPS_SERVING__POLL_INTERVAL_S": "30",
-                 # each v2 is its v1 retrained with the same seed: the same network, judged against itself. The
-                 # judge's and the latency check's false alarms on a loaded 2-core machine have their own benches
+                 # each v2 is its v1 retrained with the same seed: the same network, judged against itself (the
+                 # judge's false-alarm rate at its default alpha has its own bench, bench/results/judge.json)
                  "EBMOPS_ROLLOUT__ANALYSIS__ALPHA": "0.0001", "EBMOPS_ROLLOUT__ANALYSIS__POWER": "0",
-                 "EBMOPS_ROLLOUT__ANALYSIS__MIN_SAMPLES": "20", "EBMOPS_GATE__LATENCY_TOLERANCE": "1.0"}.items():
+                 "EBMOPS_ROLLOUT__ANALYSIS__MIN_SAMPLES": "20"}.items():
         monkeypatch.setenv(k, v)
     get_settings.cache_clear()
 
@@ -84,6 +84,7 @@ def test_two_models_roll_out_at_once_and_one_is_hotfixed_while_the_other_stays(
         assert (res["model_name"], report["champion_version"]) == (m, v1[m]), report
         failed = [(c["name"], c["verdict"], c["reason"]) for c in report["checks"] if c["verdict"] != "pass"]
         assert report["measurements"]["n_features"] == n_features and res["gate"]["verdict"] == "pass", failed
+        assert report["measurements"]["same_network_as_champion"]  # so latency is the champion's, not noise
         v2[m] = res["version"]
 
     settings = load_settings()

@@ -173,3 +173,14 @@ def test_thresholds_come_from_settings():
     assert by_name(check_latency(lat(0.07), None, strict))["latency_p95_budget"].verdict is F
     assert check_energy_drift(0.04, strict).verdict is F
     assert check_cost(0.02, strict).verdict is F
+
+
+def test_latency_against_the_champions_own_network_passes_whatever_the_noise():
+    cand, champ = lat(p95=0.13, model="candidate"), lat(p95=0.10, model="champion")
+    noisy = by_name(check_latency(cand, champ, CFG, champion_expected=True))
+    assert noisy["latency_vs_champion"].verdict is F  # x1.3 between two different networks
+    same = by_name(check_latency(cand, champ, CFG, champion_expected=True, same_network=True))
+    assert same["latency_vs_champion"].verdict is P and "champion's network" in same["latency_vs_champion"].reason
+    # without a champion there is nothing to be the same as: skipped as before
+    alone = by_name(check_latency(cand, None, CFG, champion_expected=False, same_network=True))
+    assert alone["latency_vs_champion"].verdict is S

@@ -10,7 +10,7 @@ import torch
 from ebmops.core.data import load_dataset
 from ebmops.core.settings import load_settings
 from ebmops.services.gate import _energies, window
-from tests.core.data.cat_events import FEATURES, events, source_settings, write_csv
+from tests.core.data.cat_events import FEATURES, events, raw_energies, source_settings, write_csv
 from training import export_torchscript, fit
 
 TRAINING = {"epochs": 3, "min_train_events": 0, "hidden": [16], "threads": 1}
@@ -21,16 +21,6 @@ def _model(tmp_path, name: str, frame) -> tuple:
         name: source_settings(write_csv(tmp_path / f"{name}.csv", frame))}}, training=TRAINING)
     out = fit(load_dataset(name, s), s.training, progress=False)
     return s, export_torchscript(out.model, tmp_path / f"{name}.pt")
-
-
-def _raw_energies(path, rows) -> np.ndarray:
-    m = torch.jit.load(str(path)).eval()
-    x = torch.zeros(len(rows), len(FEATURES))
-    for j in range(len(FEATURES)):
-        col = [r[j] for r in rows]
-        x[:, j] = m.encode(j, [str(v) for v in col]) if j in m.categorical_columns() else torch.tensor(col)
-    with torch.no_grad():
-        return m(x).numpy()
 
 
 def test_a_champion_scores_the_window_in_its_own_codes(tmp_path):
@@ -44,11 +34,11 @@ def test_a_champion_scores_the_window_in_its_own_codes(tmp_path):
     vocab = frame.attrs["vocabulary"]
     rows = [[vocab["proto"][int(r[0])], vocab["port"][int(r[1])], float(r[2]), float(r[3])] for r in x[:200]]
     e_champ, _ = _energies(champ, x[:200], frame.attrs)
-    assert np.allclose(e_champ, _raw_energies(champ, rows), atol=1e-5)  # what a node would score from raw rows
+    assert np.allclose(e_champ, raw_energies(champ, rows), atol=1e-5)  # what a node would score from raw rows
     e_naive, _ = _energies(champ, x[:200])  # the candidate's codes read as the champion's
     assert not np.allclose(e_naive, e_champ, atol=1e-3)
     e_cand, _ = _energies(cand, x[:200], frame.attrs)
-    assert np.allclose(e_cand, _raw_energies(cand, rows), atol=1e-5)
+    assert np.allclose(e_cand, raw_energies(cand, rows), atol=1e-5)
 
 
 def test_a_recent_window_of_raw_texts_is_encoded_for_each_model(tmp_path):
@@ -60,7 +50,7 @@ def test_a_recent_window_of_raw_texts_is_encoded_for_each_model(tmp_path):
     pd.DataFrame(rows, columns=FEATURES).assign(energy=0.0).to_parquet(recent)
     frame, x, _holdout, _ = window(cand_settings, str(recent))
     e, _ = _energies(cand, x, frame.attrs)
-    assert np.allclose(e, _raw_energies(cand, rows), atol=1e-5)
+    assert np.allclose(e, raw_energies(cand, rows), atol=1e-5)
 
 
 def test_a_hotfix_reads_the_recent_raw_texts_in_the_served_models_own_codes(tmp_path):
@@ -79,4 +69,4 @@ def test_a_hotfix_reads_the_recent_raw_texts_in_the_served_models_own_codes(tmp_
     module = torch.jit.load(str(path)).eval()
     with torch.no_grad():
         e = module(torch.from_numpy(model_input(module, ds))).numpy()
-    assert np.allclose(e, _raw_energies(path, rows), atol=1e-5)
+    assert np.allclose(e, raw_energies(path, rows), atol=1e-5)

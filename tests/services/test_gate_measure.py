@@ -34,3 +34,22 @@ def test_feature_drift_and_energy_shift_see_only_the_windows_normal_events(tmp_p
     # the same events as unlabelled live traffic (a hotfix's window): every event is the window
     live = measure(subjects, s, {}, window, x, None, "live")
     assert live.feature_drift_share > 0.5 and live.energy_n_current == len(x)
+
+
+def test_a_recalibrated_copy_runs_the_champions_network_and_a_retrain_does_not(tmp_path):
+    import torch
+
+    from ebmops.services.gate import network_digest
+    from training.calibrate import set_threshold
+
+    ds = make_synthetic(n_normal=600, n_anomaly=10, seed=4)
+    s = load_settings(home=tmp_path / "home", training={"epochs": 1, "min_train_events": 0, "hidden": [8]})
+    champion = export_torchscript(fit(ds, s.training, progress=False).model, tmp_path / "champion.pt")
+    module = torch.jit.load(str(champion))
+    set_threshold(module, 123.0)  # what a recalibrating hotfix does: same network, another threshold
+    recalibrated = tmp_path / "recalibrated.pt"
+    torch.jit.save(module, str(recalibrated))
+    retrained = export_torchscript(fit(ds, load_settings(home=tmp_path / "h2", training={
+        "epochs": 1, "min_train_events": 0, "hidden": [8], "seed": 9}).training, progress=False).model,
+        tmp_path / "retrained.pt")
+    assert network_digest(recalibrated) == network_digest(champion) != network_digest(retrained)

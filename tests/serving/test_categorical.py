@@ -4,13 +4,12 @@ node never sees the training data: the vocabulary travels inside the bundle's mo
 
 import numpy as np
 import pytest
-import torch
 
 from ebmops.core.data import load_dataset
 from ebmops.core.settings import load_settings
 from registry.bundle import publish_bundle
 from serving.payload import F32
-from tests.core.data.cat_events import FEATURES, source_settings, write_csv
+from tests.core.data.cat_events import FEATURES, raw_energies, source_settings, write_csv
 from tests.serving.conftest import MODEL, REGION, metric_samples, set_desired
 from training import export_torchscript, fit
 
@@ -24,17 +23,6 @@ def cat_model(tmp_path_factory):
                       training={"epochs": 3, "min_train_events": 0, "hidden": [16], "threads": 1})
     out = fit(load_dataset("ev", s), s.training, progress=False)
     return export_torchscript(out.model, tmp / "model.pt"), out.threshold
-
-
-def _expected(path, rows) -> np.ndarray:
-    """Energies of raw rows through the exported file's own encode (what the node must match)."""
-    m = torch.jit.load(str(path)).eval()
-    x = torch.zeros(len(rows), len(FEATURES))
-    for j in range(len(FEATURES)):
-        col = [r[j] for r in rows]
-        x[:, j] = m.encode(j, [str(v) for v in col]) if j in m.categorical_columns() else torch.tensor(col)
-    with torch.no_grad():
-        return m(x).numpy()
 
 
 def _unknown(node, column: str) -> float:
@@ -52,7 +40,7 @@ def test_a_node_scores_raw_categories_and_counts_unseen_ones(store, key, node_fa
         rows = [["tcp", "80", 10.1, 0.5], ["udp", "53", 2.0, 0.7], ["udp", "80", 10.0, 0.6]]
         r = node.score(rows)
         assert r.status_code == 200, r.text
-        assert np.allclose(r.json()["energies"], _expected(path, rows), atol=1e-5)
+        assert np.allclose(r.json()["energies"], raw_energies(path, rows), atol=1e-5)
         # numbers in a categorical column mean the same category as their text; objects by name work too
         r2 = node.score([["tcp", 80, 10.1, 0.5], {"proto": "udp", "port": 53.0, "bytes": 2.0, "duration": 0.7}])
         assert np.allclose(r2.json()["energies"], r.json()["energies"][:2], atol=1e-6)
@@ -61,7 +49,7 @@ def test_a_node_scores_raw_categories_and_counts_unseen_ones(store, key, node_fa
         unseen = [["sctp", "80", 10.1, 0.5], ["sctp", "8080", 2.0, 0.5], ["tcp", "443", 9.9, 0.4]]
         r3 = node.score(unseen)
         assert r3.status_code == 200 and np.isfinite(r3.json()["energies"]).all()
-        assert np.allclose(r3.json()["energies"], _expected(path, unseen), atol=1e-5)
+        assert np.allclose(r3.json()["energies"], raw_energies(path, unseen), atol=1e-5)
         assert _unknown(node, "proto") == 2.0 and _unknown(node, "port") == 1.0
 
         bad = node.score([["tcp", "80", "lots", 0.5]])
@@ -72,7 +60,7 @@ def test_a_node_scores_raw_categories_and_counts_unseen_ones(store, key, node_fa
         body = np.array([[0, 80, 10.1, 0.5]], dtype="<f4")  # binary rows: numbers, here an unseen proto "0"
         rb = node.client.post("/score", content=body.tobytes(), headers={"Content-Type": F32})
         assert rb.status_code == 200, rb.text
-        assert np.allclose(rb.json()["energies"], _expected(path, [["0", "80", 10.1, 0.5]]), atol=1e-5)
+        assert np.allclose(rb.json()["energies"], raw_energies(path, [["0", "80", 10.1, 0.5]]), atol=1e-5)
         assert _unknown(node, "proto") == 3.0
         # the recent sample (drift reports, hotfixes) keeps what clients sent, not one version's codes
         recent = node.client.get("/recent", params={"n": 2}).json()
@@ -124,7 +112,7 @@ def test_batch_scoring_encodes_raw_categories_with_the_bundles_vocabulary(store,
     table = score_rows(model, batch.event_id, batch.x, 16, batch.cats)
     rows = [[p, port, b, d] for p, port, b, d in zip(batch.cats["proto"], batch.cats["port"], batch.x[:, 2],
                                                      batch.x[:, 3])]
-    assert np.allclose(table.column("energy").to_numpy(), _expected(path, rows), atol=1e-5)
+    assert np.allclose(table.column("energy").to_numpy(), raw_energies(path, rows), atol=1e-5)
     with pytest.raises(ValueError, match=r"takes \['proto', 'port'\] as categories"):
         score_rows(model, batch.event_id, batch.x, 16)
 

@@ -35,3 +35,17 @@ def write_csv(path: Path, frame: pd.DataFrame | None = None) -> Path:
 def source_settings(path: Path, **extra) -> dict:
     return {"path": str(path), "features": FEATURES, "categorical": CATEGORICAL, "label": "label",
             "event_id": "event_id", **extra}
+
+
+def raw_energies(path, rows) -> np.ndarray:
+    """Energies of raw rows (categories as texts) through an exported file's own ``encode``: what a node
+    that never saw the training data must score."""
+    import torch
+
+    m = torch.jit.load(str(path)).eval()
+    x = torch.zeros(len(rows), len(FEATURES))
+    for j in range(len(FEATURES)):
+        col = [r[j] for r in rows]
+        x[:, j] = m.encode(j, [str(v) for v in col]) if j in m.categorical_columns() else torch.tensor(col)
+    with torch.no_grad():
+        return m(x).numpy()
