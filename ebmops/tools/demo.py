@@ -41,6 +41,8 @@ DEMO_ENV = {
     "EBMOPS_ROLLOUT__BAKE_S": "3",
     "EBMOPS_ROLLOUT__HOTFIX__BAKE_S": "3",
     "EBMOPS_SERVING__POLL_INTERVAL_S": "5",
+    # a demo run again over the same home within the hour hotfixes again (the default cooldown is 3600 s)
+    "EBMOPS_DRIFT__COOLDOWN_S": "60",
     # the demo's operator: the on-call handle that approves the waves, and whoever runs `make demo`
     "EBMOPS_ROLLOUT__ONCALL_ROSTER": json.dumps(["oncall", os_login()]),
 }
@@ -159,7 +161,8 @@ def _models_table(s, replays: dict, title: str) -> dict[str, dict[str, str | Non
             name = m["model"]
             served[region][name] = m["stable_version"]
             t = replays[name].traffic[region].summary() if name in replays else {}
-            canary = f" (+ canary v{m['canary_version']} at {m['canary_weight']:.0%})" if m.get("canary_version") else ""
+            canary = (f" (+ canary v{m['canary_version']} at {m['canary_weight']:.0%})" if m.get("canary_version")
+                      else "")
             rows.append({"region": region, "model": name, "dataset": datasets.get(name), "features": len(m["features"]),
                          "stable served": f"v{m['stable_version']}{canary}" if m["stable_version"] else "-",
                          "events/s": t.get("events_per_s"), "p99 ms": t.get("p99_ms"), "errors": t.get("errors")})
@@ -169,12 +172,12 @@ def _models_table(s, replays: dict, title: str) -> dict[str, dict[str, str | Non
 
 
 def _act_retrain_rollout(s, replay, approver: str) -> None:
-    """Act 3: an ordinary retrain, gated, rolled out region by region under live traffic."""
+    """Act 4: an ordinary retrain, gated, rolled out region by region under live traffic."""
     from ebmops.tools.views import print_gate
     from flows.rollout import rollout as rollout_flow
     from flows.train import train as train_flow
 
-    console.rule(f"4. a retrain of {s.registry.model_name} (v2), gated, rolled out region by region")
+    console.rule(f"4. a retrain of {s.registry.model_name}, gated, rolled out region by region")
     res2 = train_flow(dataset=s.data.dataset, seed=s.training.seed + 1, progress=False)
     print_gate(res2["gate"]["report"])
     replay.reset_stats()
@@ -184,7 +187,7 @@ def _act_retrain_rollout(s, replay, approver: str) -> None:
 
 
 def _act_bad_candidate(s, approver: str) -> None:
-    """Act 4: a candidate whose threshold flags most events; the canary rolls it back."""
+    """Act 5: a candidate whose threshold flags most events; the canary rolls it back."""
     from ebmops.core.runtime import env_overrides
     from flows.rollout import rollout as rollout_flow
     from flows.train import train as train_flow

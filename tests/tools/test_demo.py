@@ -30,18 +30,19 @@ def test_the_demo_serves_kdd99_and_a_second_model_on_the_same_nodes(prefect_serv
     second = out["second_model"]
     assert second == f"ebm-{SECOND_DATASET}"
     regions = list(settings.data.regions)
-    assert set(out["models"]) == set(regions)
-    hotfixed = out["drift"]["region"]
-    for r in regions:
-        served = out["models"][r]
-        assert set(served) == {"ebm-kdd99", second}, served  # both models, in the same node process
-        assert served[second] == "1"  # the second model's baseline, untouched by kdd99's rollouts
-        # kdd99: v2 promoted everywhere (v3 rolled back), the hotfix in the drifted region
-        assert served["ebm-kdd99"] == (out["drift"]["hotfix_version"] if r == hotfixed else "2"), served
-        t = out["second_model_traffic"][r]
-        assert t["events"] > 0 and t["errors"] == 0, t
-        assert set(t["versions"]) == {"1"}
     rows = {m["model"]: m for m in list_models(settings)}
     assert rows[second]["dataset"] == SECOND_DATASET and rows[second]["champion"] == "1"
     assert rows[second]["prod"] == {r: "1" for r in regions}
+    assert set(out["models"]) == set(regions)
+    for r in regions:
+        served = out["models"][r]
+        assert set(served) == {"ebm-kdd99", second}, served  # both models, in the same node process
+        assert served[second] == "1"  # the second model's baseline, untouched by kdd99's rollouts and hotfix
+        # kdd99: what the registry approved for the region (the retrain where it promoted, the hotfix in eu-west)
+        assert served["ebm-kdd99"] == rows["ebm-kdd99"]["prod"][r], (r, served, rows["ebm-kdd99"]["prod"])
+        t = out["second_model_traffic"][r]
+        assert t["events"] > 0 and t["errors"] == 0, t
+        assert set(t["versions"]) == {"1"}
+    hotfixed = out["drift"]["region"]
+    assert out["models"][hotfixed]["ebm-kdd99"] == out["drift"]["hotfix_version"]
     get_settings.cache_clear()
