@@ -31,8 +31,8 @@ def _watch(out: Path, stop: threading.Event) -> None:
             bar.update(task, completed=done)
 
 
-def score(source: str = typer.Argument(..., help="A dataset name (kdd99 or one under data.sources), or a Parquet/CSV "
-                                                 "file, a directory or a glob of Parquet files."),
+def score(source: str = typer.Argument(..., help="A dataset name (a built-in one or one under data.sources), "
+                                                 "or a Parquet/CSV file, a directory or a glob of Parquet files."),
           out: Path = typer.Option(..., "--out", help="Output folder: one Parquet file per source partition; "
                                                       "rerunning with the same folder resumes."),
           model: str = typer.Option(None, "--model", help="Registered model name (default: a dataset's own model, "

@@ -11,8 +11,9 @@ from ebmops.tools.views import mlflow_ui_hint, print_gate, train_result_tables
 from ebmops.core.console import console, print_json
 
 
-def train(dataset: str = typer.Option(None, help="Dataset name: kdd99 or one under data.sources; it is trained as "
-                                                "its own model (data.sources.NAME.model, else ebm-NAME)."),
+def train(dataset: str = typer.Option(None, help="Dataset name: a built-in one (kdd99, covertype, shuttle, ...) or "
+                                                "one under data.sources; it is trained as its own model "
+                                                "(data.sources.NAME.model, else ebm-NAME)."),
           model: str = typer.Option(None, "--model", help="Model to train (default: the dataset's); alone, it "
                                                           "names its configured dataset."),
           epochs: int = typer.Option(None, min=1, help="Override training.epochs."),
