@@ -41,7 +41,8 @@ from training.device import amp_mode, resolve_device
 from training.model import build_model, categories_by_index
 from training.objective import objective_for
 from training.streaming import StreamSplit, part_masks
-from training.trainer import CHECKPOINT_NAME, WEIGHT_SHAPING_FIELDS, TrainResult, epoch_seed, torch_threads
+from training.trainer import (CHECKPOINT_NAME, WEIGHT_SHAPING_FIELDS, TrainResult, epoch_seed, torch_threads,
+                              train_pass)
 
 STREAM_CHECKPOINT_FORMAT = 2
 
@@ -208,21 +209,4 @@ def _train_window(model, opt, scaler, amp, loss_fn, xw: np.ndarray, cfg, seed: i
     gen.manual_seed(seed)
     with torch.no_grad():
         z_all = model.standardise(torch.from_numpy(xw).to(device))
-    n, bs = len(z_all), cfg.batch_size
-    perm = torch.randperm(n, generator=gen, device=device)
-    total = torch.zeros((), device=device)
-    model.train()
-    for i in range(0, n, bs):
-        z = z_all[perm[i:i + bs]]
-        with amp.autocast(device):
-            loss = loss_fn(model.energy_standardised, z, gen)
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
-        total += loss.detach() * len(z)
-    return float(total)
+    return float(train_pass(model, opt, scaler, amp, loss_fn, z_all, cfg.batch_size, gen, device))

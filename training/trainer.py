@@ -192,25 +192,37 @@ def _run_epoch(model, opt, scaler, amp, loss_fn, z_all, cfg, epoch: int, device:
     gen = torch.Generator(device=device)
     gen.manual_seed(epoch_seed(cfg.seed, epoch))
     n, bs = len(z_all), cfg.batch_size
-    perm = torch.randperm(n, generator=gen, device=device)
-    total = torch.zeros((), device=device)  # summed on the device: no host sync per batch
-    model.train()
     with tqdm(total=math.ceil(n / bs), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", file=sys.stderr,
               disable=not progress, leave=True, dynamic_ncols=True) as bar:
-        for i in range(0, n, bs):
-            z = z_all[perm[i:i + bs]]
-            with amp.autocast(device):
-                loss = loss_fn(model.energy_standardised, z, gen)
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            total += loss.detach() * len(z)
-            bar.update(1)
-        mean_loss = float(total) / n
+        mean_loss = float(train_pass(model, opt, scaler, amp, loss_fn, z_all, bs, gen, device,
+                                     on_batch=lambda: bar.update(1))) / n
         bar.set_postfix(loss=f"{mean_loss:.4g}")
     return mean_loss
+
+
+def train_pass(model, opt, scaler, amp, loss_fn, z_all: torch.Tensor, batch_size: int, gen: torch.Generator,
+               device: torch.device, on_batch=None) -> torch.Tensor:
+    """One shuffled pass of optimiser steps over standardised rows ``z_all``: the permutation, then each
+    batch's noise, drawn from ``gen`` in that order (so a pass is reproducible from its seed). Returns the
+    summed loss (loss x rows), kept on the device: no host sync per batch. Shared by the in-memory epoch and
+    the streamed trainer's buffer window."""
+    n = len(z_all)
+    perm = torch.randperm(n, generator=gen, device=device)
+    total = torch.zeros((), device=device)
+    model.train()
+    for i in range(0, n, batch_size):
+        z = z_all[perm[i:i + batch_size]]
+        with amp.autocast(device):
+            loss = loss_fn(model.energy_standardised, z, gen)
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+        total += loss.detach() * len(z)
+        if on_batch is not None:
+            on_batch()
+    return total
