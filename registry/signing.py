@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ebmops.core.errors import ConfigError, SignatureError, SigningKeyMissing
+from ebmops.core.keytext import raw32
 
 log = logging.getLogger(__name__)
 
@@ -113,28 +114,16 @@ def ed25519_key(private: str | bytes | None = None, public: str | bytes | None =
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-    def _raw(v: str | bytes) -> bytes | None:
-        if isinstance(v, bytes) and len(v) == 32:
-            return v
-        text = v.decode() if isinstance(v, bytes) else v
-        text = text.strip()
-        if len(text) == 64:
-            try:
-                return bytes.fromhex(text)
-            except ValueError:
-                pass
-        return None
-
     try:
         if private is not None:
-            raw = _raw(private)
+            raw = raw32(private)
             priv = (Ed25519PrivateKey.from_private_bytes(raw) if raw is not None else
                     serialization.load_pem_private_key(private.encode() if isinstance(private, str) else private, None))
             if not isinstance(priv, Ed25519PrivateKey):
                 raise ValueError("not an Ed25519 private key")
             pub = priv.public_key()
         elif public is not None:
-            raw = _raw(public)
+            raw = raw32(public)
             pub = (Ed25519PublicKey.from_public_bytes(raw) if raw is not None else
                    serialization.load_pem_public_key(public.encode() if isinstance(public, str) else public))
             if not isinstance(pub, Ed25519PublicKey):

@@ -30,6 +30,7 @@ import logging
 from dataclasses import dataclass, field
 
 from ebmops.core.errors import ConfigError
+from ebmops.core.keytext import raw32
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,10 @@ def derive(secret: bytes, *, dev: bool = False) -> AuditKey:
 
 def _ed25519_seed(text: str) -> bytes:
     """The 32 raw bytes of an Ed25519 private key given as 64 hex characters or PEM."""
+    raw = raw32(text)
+    if raw is not None:
+        return raw
     text = text.strip()
-    if len(text) == 64:
-        try:
-            return bytes.fromhex(text)
-        except ValueError:
-            pass
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
