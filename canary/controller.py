@@ -75,6 +75,9 @@ class VersionSamples:
     # quantile, less the ties at the threshold); None when unknown. The judge holds each side's alert
     # rate to it.
     expected_alert_rate: float | None = None
+    # the version's calibration energies in the gauge of ``energies`` (each one's percentile among them: about
+    # uniform), thinned; None when unknown. The judge reads each side's drift from its own calibration.
+    energy_reference: np.ndarray | None = None
     parts: tuple = ()  # per replica, when pooled from several (oldest first within each)
 
     @classmethod
@@ -85,10 +88,11 @@ class VersionSamples:
     def pooled(cls, parts: list["VersionSamples"]) -> "VersionSamples":
         """One sample of a region's replicas (the judge's tests do not depend on order)."""
         expected = next((p.expected_alert_rate for p in parts if p.expected_alert_rate is not None), None)
+        reference = next((p.energy_reference for p in parts if p.energy_reference is not None), None)
         return cls(sum(p.requests for p in parts), sum(p.events for p in parts),
                    *(np.concatenate([getattr(p, a) for p in parts])
                      for a in ("latency_ms", "outcomes", "energies", "alerts")), expected_alert_rate=expected,
-                   parts=tuple(parts))
+                   energy_reference=reference, parts=tuple(parts))
 
     def counters(self) -> dict:
         """What ``since`` needs later (stored as the step's baseline)."""
@@ -106,7 +110,8 @@ class VersionSamples:
         ne = max(0, min(len(self.energies), self.events - base.events))
         return VersionSamples(self.requests, self.events, self.latency_ms[len(self.latency_ms) - nr:],
                               self.outcomes[len(self.outcomes) - nr:], self.energies[len(self.energies) - ne:],
-                              self.alerts[len(self.alerts) - ne:], self.expected_alert_rate)
+                              self.alerts[len(self.alerts) - ne:], self.expected_alert_rate,
+                              self.energy_reference)
 
 
 class TrafficPort(Protocol):
@@ -339,7 +344,8 @@ class RolloutController:
 
     def _analyse(self, ro, reg, plan: RolloutPlan) -> None:
         samples, c, s, unavailable = self._window(ro, reg, plan)
-        j = judge(samples, plan.analysis, expected={"alert": (c.expected_alert_rate, s.expected_alert_rate)})
+        j = judge(samples, plan.analysis, expected={"alert": (c.expected_alert_rate, s.expected_alert_rate),
+                                                    "energy": (c.energy_reference, s.energy_reference)})
         if unavailable:  # hold: a human decides, told which replicas are missing
             j = replace(j, verdict=JudgeVerdict.INCONCLUSIVE, score=None, reason=unavailable)
         step = reg.step_index or 0

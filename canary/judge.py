@@ -45,7 +45,10 @@ exact binomial test as well (the two comparisons share alpha), stable's is repor
 a canary gap explained by stable being off its calibration while the canary is on its own is not
 a failure; ``rate_difference`` is the canary's rate minus stable's (0.01 = one percentage point); ``energy_shift`` is Δ = ``drift.delta.energy_shift(stable, canary)`` (W1 over the
 robust spread of stable), signed by the direction the canary's median moved. For energies a change
-must also exceed Δ's 99 % noise floor at these sample sizes (``drift.delta.noise_floor``).
+must also exceed Δ's 99 % noise floor at these sample sizes (``drift.delta.noise_floor``). Given
+each version's calibration energies (``expected``), a canary gap is not a failure when the canary's
+window keeps its own calibration (Δ within the allowed effect) and stable's is off its own: stable
+drifted (a hotfix recalibrated on the moved traffic meets exactly this).
 
 Energies: the energy of an EBM has no fixed unit (see drift/delta.py), and two versions' energies
 are in different gauges. The caller must pass both in one gauge, e.g. each version's energies
@@ -224,7 +227,8 @@ def classify(name: str, canary: Sequence[float] | np.ndarray | None, stable: Seq
     """Classify one metric (see the module docstring). Non-finite values are dropped and counted.
 
     ``expected``: (canary, stable) rates each version should show on normal traffic (from its
-    calibration), for ``rate_ratio`` metrics; ``power``: the power the window needs against the
+    calibration), for ``rate_ratio`` metrics; for ``energy_shift`` metrics, each version's calibration
+    energies in the samples' gauge (see "Energies" in the module docstring); ``power``: the power the window needs against the
     metric's ``power_effect`` before it may pass (0: no power rule)."""
     c, c_bad = _finite(canary)
     s, s_bad = _finite(stable)
@@ -242,7 +246,8 @@ def classify(name: str, canary: Sequence[float] | np.ndarray | None, stable: Seq
     if cfg.effect == "rate_ratio":
         res, pw = _classify_ratio(name, c, s, cfg, alpha, expected, power, base, details)
     else:
-        res, pw = _classify_shift(name, c, s, cfg, alpha, power, base, details)
+        res, pw = _classify_shift(name, c, s, cfg, alpha, power, base, details,
+                                  expected if cfg.effect == "energy_shift" else None)
     if pw is None:
         return res
     res = replace(res, power=pw.to_dict())
@@ -323,8 +328,21 @@ def _measure_continuous(c, s, cfg: MetricConfig, alpha: float, power: float, det
     return _Measured(p, effect, c_sum, s_sum, "mann_whitney_u", unit, pw)
 
 
+def _off_calibration(sample: np.ndarray, reference, effect_size: float) -> tuple[float, bool] | None:
+    """Δ of a version's window against its own calibration energies (same gauge), and whether that is
+    beyond ``effect_size`` and Δ's noise floor; None without a usable reference."""
+    if reference is None:
+        return None
+    ref = np.asarray(reference, dtype=np.float64).ravel()
+    ref = ref[np.isfinite(ref)]
+    if ref.size < 2:
+        return None
+    d = float(energy_shift(ref, sample))
+    return d, bool(d > effect_size and d > noise_floor(ref.size, sample.size))
+
+
 def _classify_shift(name, c, s, cfg: MetricConfig, alpha: float, power: float, base: dict,
-                    details: dict) -> tuple[MetricResult, Power | None]:
+                    details: dict, expected=None) -> tuple[MetricResult, Power | None]:
     measure = _measure_rate_difference if cfg.effect == "rate_difference" else _measure_continuous
     m = measure(c, s, cfg, alpha, power, details)
     significant = bool(m.p < alpha)
@@ -336,6 +354,19 @@ def _classify_shift(name, c, s, cfg: MetricConfig, alpha: float, power: float, b
                f"(allowed {cfg.effect_size:g}), {m.test} p={m.p:.3g} (alpha {alpha:g})")
     common = dict(test=m.test, p_value=m.p, effect=m.effect, canary_summary=m.c_sum, stable_summary=m.s_sum,
                   details=details, **base)
+    if significant and material and bad_side and expected is not None:
+        own = _off_calibration(c, expected[0], cfg.effect_size), _off_calibration(s, expected[1], cfg.effect_size)
+        if own[0] is not None and own[1] is not None:
+            details["vs_calibration"] = {"canary": own[0][0], "stable": own[1][0], "canary_off": own[0][1],
+                                         "stable_off": own[1][1]}
+            if own[1][1] and not own[0][1]:
+                # The canary's energies sit where its calibration put them and stable's do not (a hotfix
+                # recalibrated on the traffic that moved, or a candidate trained on newer data): the gap
+                # is stable's drift, which the drift monitor owns, not a fault of the canary.
+                return MetricResult(classification=Classification.PASS,
+                                    reason=f"{name} pass (the canary keeps its calibration, Δ {own[0][0]:.3g}; stable "
+                                           f"is off its own, Δ {own[1][0]:.3g}: the gap is stable's): {numbers}",
+                                    **common), m.power
     if significant and material and bad_side:
         cls = Classification.HIGH if m.effect > 0 else Classification.LOW
         beyond = cfg.fail_effect_size is not None and abs(m.effect) > cfg.fail_effect_size
@@ -465,7 +496,8 @@ def judge(samples: Samples, config: JudgeConfig | None = None, *,
           expected: Mapping[str, tuple[float | None, float | None]] | None = None) -> Judgement:
     """Judge a canary step. ``samples`` maps metric name to ``(canary, stable)``; a configured metric
     absent from ``samples`` is no-data, a metric in ``samples`` but not configured is an error.
-    ``expected`` maps a rate metric to the (canary, stable) rates the versions' calibrations promise."""
+    ``expected`` maps a rate metric to the (canary, stable) rates the versions' calibrations promise, and
+    an energy metric to the (canary, stable) calibration energies in the samples' gauge."""
     config = config or JudgeConfig()
     unknown = set(samples) - set(config.metrics)
     if unknown:
@@ -476,6 +508,12 @@ def judge(samples: Samples, config: JudgeConfig | None = None, *,
                         default_min_samples=config.min_samples, expected=expected.get(name), power=config.power)
                for name, cfg in config.metrics.items()]
     return combine(results, config)
+
+
+def _reasons(results: list[MetricResult]) -> str:
+    """The failing metrics' own reasons (their numbers): what an on-call engineer reads in the log, the
+    rollout's message and its status table, without opening the analysis record."""
+    return "; ".join(m.reason for m in results if m.classification.failing)
 
 
 def combine(results: list[MetricResult], config: JudgeConfig | None = None) -> Judgement:
@@ -497,7 +535,8 @@ def combine(results: list[MetricResult], config: JudgeConfig | None = None) -> J
             parts.append(f"critical metric(s) {', '.join(critical_fail)} failed")
         if over_limit:
             parts.append(f"{', '.join(over_limit)} beyond the fail limit")
-        return Judgement(JudgeVerdict.FAIL, score, results, f"fail: {'; '.join(parts)} ({score_txt})")
+        return Judgement(JudgeVerdict.FAIL, score, results,
+                         f"fail: {'; '.join(parts)} ({score_txt}): {_reasons(with_data)}")
 
     critical_missing = [m.name for m in no_data if m.critical]
     w_missing = w_total - w_data
@@ -517,8 +556,7 @@ def combine(results: list[MetricResult], config: JudgeConfig | None = None) -> J
                          f"inconclusive: too little traffic to judge {', '.join(m.name for m in low_power)} "
                          f"({score_txt}): {why}")
 
-    failing = [f"{m.name} {m.classification.value}" for m in with_data if m.classification.failing]
-    failing_txt = f"; failing: {', '.join(failing)}" if failing else ""
+    failing_txt = f"; failing: {_reasons(with_data)}" if any(m.classification.failing for m in with_data) else ""
     ignored = f"; no data: {', '.join(m.name for m in no_data)}" if no_data else ""
     if score >= config.pass_score:
         verdict, limit = JudgeVerdict.PASS, f">= pass score {config.pass_score:g}"

@@ -20,6 +20,9 @@ from ebmops.core.errors import EbmopsError, RolloutRefused
 from ebmops.core.settings import Settings
 
 log = logging.getLogger(__name__)
+# order statistics of a version's calibration the judge reads its window's drift against: enough that Δ's
+# noise floor (drift/delta.py) is set by the window's ~2,000 events, not by the reference
+REFERENCE_POINTS = 2001
 
 
 @dataclass
@@ -29,6 +32,7 @@ class RegionTraffic:
     _bundles: dict = field(default_factory=dict)
     _gauges: dict = field(default_factory=dict)
     _expected: dict = field(default_factory=dict)
+    _references: dict = field(default_factory=dict)
     _stores: dict = field(default_factory=dict)
     _signing_key: object = None
 
@@ -127,6 +131,19 @@ class RegionTraffic:
                 self._gauges[version] = None
         return self._gauges[version]
 
+    def _reference(self, version: str) -> np.ndarray | None:
+        """The version's calibration energies in the judge's gauge (each one's percentile among them, as
+        ``_samples_of`` maps the window's), thinned to ``REFERENCE_POINTS`` evenly spaced order statistics."""
+        if version not in self._references:
+            cal = self._gauge(version)
+            if cal is None or not len(cal):
+                self._references[version] = None
+            else:
+                pct = np.searchsorted(cal, cal, side="right") / len(cal)
+                self._references[version] = pct[np.linspace(0, len(pct) - 1, min(len(pct), REFERENCE_POINTS),
+                                                            dtype=np.int64)]
+        return self._references[version]
+
     def _expected_alert_rate(self, version: str, threshold: float | None) -> float | None:
         """The share of normal events the version should flag: what a threshold at its training run's
         quantile flags among its calibration energies (1 - quantile, less the ties at the threshold on
@@ -181,7 +198,8 @@ class RegionTraffic:
                 outcomes=np.asarray(s.get("outcomes") or [], dtype=np.float64),
                 energies=np.searchsorted(cal, e, side="right") / len(cal) if cal is not None and len(cal) else np.empty(0),
                 alerts=(e > thr).astype(np.float64) if thr is not None else np.empty(0),
-                expected_alert_rate=self._expected_alert_rate(version, thr))
+                expected_alert_rate=self._expected_alert_rate(version, thr),
+                energy_reference=self._reference(version))
         return out
 
 

@@ -159,14 +159,22 @@ def own_codes(m, x: np.ndarray, window: dict | None) -> np.ndarray:
     return x
 
 
-def network_digest(path: Path) -> str:
-    """sha256 of a TorchScript model's code, parameters and buffers, the threshold left out: two files with
-    the same digest run the same network (a recalibrated hotfix), whatever their thresholds."""
-    import hashlib
-
+def _load(model):
+    """A TorchScript module on CPU, eval mode: ``model`` itself, or loaded from its path."""
+    if not isinstance(model, (str, Path)):
+        return model
     import torch
 
-    m = torch.jit.load(str(path), map_location="cpu")
+    return torch.jit.load(str(model), map_location="cpu").eval()
+
+
+def network_digest(model) -> str:
+    """sha256 of a TorchScript model's code, parameters and buffers, the threshold left out: two files with
+    the same digest run the same network (a recalibrated hotfix), whatever their thresholds. ``model``: a
+    loaded module or its path."""
+    import hashlib
+
+    m = _load(model)
     h = hashlib.sha256()
     for name, sub in sorted(m.named_modules()):
         h.update(name.encode() + b"\0" + getattr(sub, "code", "").encode())
@@ -178,10 +186,11 @@ def network_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def _energies(path: Path, x: np.ndarray, window: dict | None = None) -> tuple[np.ndarray, float]:
+def _energies(model, x: np.ndarray, window: dict | None = None) -> tuple[np.ndarray, float]:
+    """``model``'s energies of ``x`` (in its own codes) and its threshold; ``model``: a module or its path."""
     import torch
 
-    m = torch.jit.load(str(path), map_location="cpu").eval()
+    m = _load(model)
     x = own_codes(m, x, window)
     out = []
     with torch.inference_mode():
@@ -200,7 +209,9 @@ def measure(subjects: GateSubjects, settings: Settings, latency: dict, window_fr
 
     cand, champ = subjects.candidate, subjects.champion
     win = getattr(window_frame, "attrs", None)  # the window's vocabulary: each model scores in its own codes
-    e_cand, thr_cand = _energies(subjects.candidate_path, x, win)
+    cand_m = _load(subjects.candidate_path)  # each model loaded once per gate run
+    champ_m = _load(subjects.champion_path) if subjects.champion_path else None
+    e_cand, thr_cand = _energies(cand_m, x, win)
     x_h, y = y if isinstance(y, tuple) else (x, y)  # the labelled holdout for detection quality
     same = x_h is x
     normal = (y == 0) if (y is not None and same) else np.ones(len(x), bool)
@@ -211,18 +222,18 @@ def measure(subjects: GateSubjects, settings: Settings, latency: dict, window_fr
                          energy_n_reference=len(subjects.calibration_energies), energy_n_current=int(normal.sum()),
                          candidate_alert_rate=alert_rate(e_cand, thr_cand), alert_window_events=len(x),
                          n_features=x.shape[1],
-                         same_network_as_champion=bool(subjects.champion_path) and
-                         network_digest(subjects.candidate_path) == network_digest(subjects.champion_path))
+                         same_network_as_champion=champ_m is not None and
+                         network_digest(cand_m) == network_digest(champ_m))
     if y is not None:
-        e_cand_h = e_cand if same else _energies(subjects.candidate_path, x_h, win)[0]
+        e_cand_h = e_cand if same else _energies(cand_m, x_h, win)[0]
         d = detection_metrics(e_cand_h, y)
         m.candidate_detection = DetectionMetrics(auroc=d["auroc"], ap=d["ap"], n_positive=int(y.sum()),
                                                  n_negative=int((y == 0).sum()), holdout_id=holdout_id)
-    if subjects.champion_path:
-        e_champ, thr_champ = _energies(subjects.champion_path, x, win)
+    if champ_m is not None:
+        e_champ, thr_champ = _energies(champ_m, x, win)
         m.champion_alert_rate = alert_rate(e_champ, thr_champ)
         if y is not None:
-            d = detection_metrics(e_champ if same else _energies(subjects.champion_path, x_h, win)[0], y)
+            d = detection_metrics(e_champ if same else _energies(champ_m, x_h, win)[0], y)
             m.champion_detection = DetectionMetrics(auroc=d["auroc"], ap=d["ap"], n_positive=int(y.sum()),
                                                     n_negative=int((y == 0).sum()), holdout_id=holdout_id)
     if subjects.training_sample_path is not None:

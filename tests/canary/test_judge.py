@@ -59,6 +59,7 @@ def test_moderate_latency_shift_is_marginal():
     assert not j.metric("latency_ms").beyond_fail_limit
     assert j.score == pytest.approx(100 * 5 / 7)  # latency's weight 2 of 7 lost
     assert "marginal" in j.reason and "latency_ms high" in j.reason
+    assert j.metric("latency_ms").reason in j.reason  # with its medians and p-value
 
 
 def test_two_metrics_failing_fail_on_score():
@@ -207,6 +208,8 @@ def test_silence_and_storms_fail_outright_with_their_name(alert, word):
     m = j.metric("alert")
     assert j.verdict is JudgeVerdict.FAIL and m.beyond_fail_limit and word in m.reason
     assert "alert beyond the fail limit" in j.reason
+    # the verdict carries the metric's own numbers: the log line and the rollout's message say why
+    assert j.reason.endswith(m.reason) and "Fisher p=" in j.reason
     assert m.details["vs_stable"]["failing"] and m.details["vs_expected"]["failing"]
 
 
@@ -281,3 +284,36 @@ def test_rate_ratio_settings_need_factors():
 
     with pytest.raises(ValidationError, match="must exceed 1"):
         CanaryMetricSettings(effect="rate_ratio", effect_size=0.05)
+
+
+# ---- energies against each version's own calibration -------------------------------------------------
+# In a rollout each version's energies are percentiles within its own calibration energies: a version on the
+# traffic it was calibrated for reads about uniform, and its calibration reads exactly uniform.
+CALIBRATION = np.linspace(0.0, 1.0, 2001)
+
+
+def _energy(canary: np.ndarray, stable: np.ndarray):
+    cfg = JudgeConfig().metrics["energy"]
+    return classify("energy", canary, stable, cfg, expected=(CALIBRATION, CALIBRATION))
+
+
+def test_a_gap_that_is_stables_drift_is_not_the_canarys_failure():
+    # a hotfix recalibrated on traffic that moved: the canary sits on its calibration, stable is far off its own
+    rng = np.random.default_rng(5)
+    on_its_own, drifted = rng.random(N), rng.beta(2.0, 1.0, N)
+    blind = classify("energy", on_its_own, drifted, JudgeConfig().metrics["energy"])
+    assert blind.classification is Classification.LOW  # without the calibrations: a gap like any other
+    m = _energy(on_its_own, drifted)
+    assert m.classification is Classification.PASS and "the gap is stable's" in m.reason, m.reason
+    cal = m.details["vs_calibration"]
+    assert not cal["canary_off"] and cal["stable_off"] and cal["stable"] > 0.1 > cal["canary"]
+
+
+@pytest.mark.parametrize("stable_drifted", [False, True])
+def test_a_canary_off_its_own_calibration_still_fails(stable_drifted):
+    rng = np.random.default_rng(6)
+    canary = rng.beta(3.0, 1.0, N)  # its energies moved far above where its calibration put them
+    stable = rng.beta(1.5, 1.0, N) if stable_drifted else rng.random(N)
+    m = _energy(canary, stable)
+    assert m.classification is Classification.HIGH, m.reason
+    assert m.details["vs_calibration"]["canary_off"]

@@ -111,6 +111,9 @@ def test_samples_are_pooled_over_replicas_and_cut_per_replica(fleet, store, key,
     assert b.score(_x(5, 3), headers=AUTH).status_code == 200  # only replica b scores after the baseline
     window = traffic.samples(REGION)["1"].since(base)
     assert len(window.latency_ms) == 1 and len(window.energies) == 5
+    # the judge reads each side's drift against its own calibration, in the gauge of its window's energies
+    ref = window.energy_reference
+    assert len(ref) == 500 and ref[-1] == 1.0 and np.all(np.diff(ref) >= 0) and abs(np.median(ref) - 0.5) < 0.01
 
 
 def _plan(cp) -> RolloutPlan:
