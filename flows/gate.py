@@ -35,9 +35,9 @@ def gate(version: str | None = None, window_path: str | None = None, hotfix: boo
     settings = models.resolve(load_settings(), model=model, version=version or f"@{CHALLENGER}")
     prepare_environment(settings)
     subjects = resolve_task(settings, version)
-    window_frame, x, y, holdout_id = window_task(settings, window_path)
+    win = window_task(settings, window_path)
     latency = benchmark_task(subjects, settings)
-    measurements = measure_task(subjects, settings, latency, window_frame, x, y, holdout_id)
+    measurements = measure_task(subjects, settings, latency, win)
     if hotfix:
         measurements.waived["alert_rate_vs_champion"] = ("hotfix gate: on the region's drifted traffic the champion's "
                                                           "alert rate is what the fix corrects")

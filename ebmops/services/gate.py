@@ -17,7 +17,7 @@ looked up within the same model only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,20 @@ class GateSubjects:
     champion_path: Path | None
     calibration_energies: np.ndarray
     training_sample_path: Path | None
+
+
+@dataclass
+class GateWindow:
+    """The events the gate measures on. Categorical columns of ``frame`` and ``x`` hold codes of
+    ``vocabulary`` (learnt from the gated version's data, per column of ``features``); each model scores
+    them in its own codes (``own_codes``)."""
+
+    frame: object                  # pandas.DataFrame of the window's events, the model's feature columns
+    x: np.ndarray                  # the same events as float32 rows
+    holdout: tuple[np.ndarray, np.ndarray] | None  # labelled (x, y) for detection quality; None: unlabelled
+    holdout_id: str
+    vocabulary: dict[str, list[str]] = field(default_factory=dict)
+    features: list[str] = field(default_factory=list)
 
 
 def _registry(settings: Settings):
@@ -70,8 +84,8 @@ def resolve(settings: Settings, version: str | None) -> GateSubjects:
                         calibration_energies=np.load(calib_path), training_sample_path=sample)
 
 
-def window(settings: Settings, window_path: str | None = None):
-    """(window frame, window x, (holdout x, holdout y), holdout id).
+def window(settings: Settings, window_path: str | None = None) -> GateWindow:
+    """The gate's window, with the labelled holdout and its id.
 
     The window is what energies, alert rates and feature drift are measured on: the labelled
     holdout of the version's dataset (``window_source``) by default, or the recent events in ``window_path`` (a
@@ -99,11 +113,11 @@ def window(settings: Settings, window_path: str | None = None):
                 frame[c] = pd.Index(cats).get_indexer(frame[c].astype(str)).astype(np.float32)
                 frame.loc[frame[c] < 0, c] = float(len(cats))
         frame = frame.astype("float32")
-        frame.attrs.update(vocabulary=dict(sp.vocabulary), features=list(sp.feature_names))
-        return frame, frame.to_numpy(np.float32), holdout, source.fingerprint()[:12]
-    frame = pd.DataFrame(sp.x_test, columns=list(sp.feature_names))
-    frame.attrs.update(vocabulary=dict(sp.vocabulary), features=list(sp.feature_names))
-    return frame, sp.x_test, holdout, source.fingerprint()[:12]
+        x = frame.to_numpy(np.float32)
+    else:
+        frame, x = pd.DataFrame(sp.x_test, columns=list(sp.feature_names)), sp.x_test
+    return GateWindow(frame=frame, x=x, holdout=holdout, holdout_id=source.fingerprint()[:12],
+                      vocabulary=dict(sp.vocabulary), features=list(sp.feature_names))
 
 
 def window_source(settings: Settings):
@@ -140,14 +154,13 @@ def benchmark(subjects: GateSubjects, settings: Settings) -> dict:
 UNSEEN = "\x00unseen"  # a category no vocabulary holds: every model scores it in its unknown slot
 
 
-def own_codes(m, x: np.ndarray, window: dict | None) -> np.ndarray:
-    """``x`` in model ``m``'s own codes. The window's categorical columns hold codes of the window's vocabulary
-    (``window``: its ``vocabulary`` and ``features``, learnt from the version's data); a champion trained
-    earlier numbers its categories its own way, so each column goes back to its texts and through ``m.encode``.
-    Numeric-only models and windows pass through."""
-    if not window or not window.get("vocabulary") or not hasattr(m, "categorical_columns"):
+def own_codes(m, x: np.ndarray, window: GateWindow | None) -> np.ndarray:
+    """``x`` in model ``m``'s own codes. The window's categorical columns hold codes of its ``vocabulary``
+    (learnt from the version's data); a champion trained earlier numbers its categories its own way, so each
+    column goes back to its texts and through ``m.encode``. Numeric-only models and windows pass through."""
+    if window is None or not window.vocabulary or not hasattr(m, "categorical_columns"):
         return x
-    vocab, features = window["vocabulary"], window["features"]
+    vocab, features = window.vocabulary, window.features
     x = np.array(x, dtype=np.float32, copy=True)
     for j in m.categorical_columns():
         cats = vocab.get(features[j], ())
@@ -186,7 +199,7 @@ def network_digest(model) -> str:
     return h.hexdigest()
 
 
-def _energies(model, x: np.ndarray, window: dict | None = None) -> tuple[np.ndarray, float]:
+def _energies(model, x: np.ndarray, window: GateWindow | None = None) -> tuple[np.ndarray, float]:
     """``model``'s energies of ``x`` (in its own codes) and its threshold; ``model``: a module or its path."""
     import torch
 
@@ -199,8 +212,10 @@ def _energies(model, x: np.ndarray, window: dict | None = None) -> tuple[np.ndar
     return np.concatenate(out), float(m.threshold)
 
 
-def measure(subjects: GateSubjects, settings: Settings, latency: dict, window_frame, x, y, holdout_id: str):
-    """Every number the gate judges, as ``gates.GateMeasurements``."""
+def measure(subjects: GateSubjects, settings: Settings, latency: dict, win: GateWindow):
+    """Every number the gate judges, as ``gates.GateMeasurements``. Detection quality is measured on the
+    window's labelled holdout; energies, alert rates and feature drift on its events, the holdout's
+    anomalies left out when the window is the holdout itself (they are not drift of normal traffic)."""
     from drift.delta import alert_rate, energy_shift
     from gates.checks import DetectionMetrics
     from gates.data_drift import feature_drift
@@ -208,11 +223,11 @@ def measure(subjects: GateSubjects, settings: Settings, latency: dict, window_fr
     from training import detection_metrics
 
     cand, champ = subjects.candidate, subjects.champion
-    win = getattr(window_frame, "attrs", None)  # the window's vocabulary: each model scores in its own codes
+    x, window_frame, holdout_id = win.x, win.frame, win.holdout_id
     cand_m = _load(subjects.candidate_path)  # each model loaded once per gate run
     champ_m = _load(subjects.champion_path) if subjects.champion_path else None
     e_cand, thr_cand = _energies(cand_m, x, win)
-    x_h, y = y if isinstance(y, tuple) else (x, y)  # the labelled holdout for detection quality
+    x_h, y = win.holdout if win.holdout is not None else (x, None)
     same = x_h is x
     normal = (y == 0) if (y is not None and same) else np.ones(len(x), bool)
     m = GateMeasurements(model_name=cand.name, model_version=cand.version,

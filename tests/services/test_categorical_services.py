@@ -30,14 +30,14 @@ def test_a_champion_scores_the_window_in_its_own_codes(tmp_path):
     _, champ = _model(tmp_path, "champ", flipped)
     assert torch.jit.load(str(cand)).vocabulary(0)[0] != torch.jit.load(str(champ)).vocabulary(0)[0]
 
-    frame, x, _holdout, _ = window(cand_settings)
-    vocab = frame.attrs["vocabulary"]
+    win = window(cand_settings)
+    x, vocab = win.x, win.vocabulary
     rows = [[vocab["proto"][int(r[0])], vocab["port"][int(r[1])], float(r[2]), float(r[3])] for r in x[:200]]
-    e_champ, _ = _energies(champ, x[:200], frame.attrs)
+    e_champ, _ = _energies(champ, x[:200], win)
     assert np.allclose(e_champ, raw_energies(champ, rows), atol=1e-5)  # what a node would score from raw rows
     e_naive, _ = _energies(champ, x[:200])  # the candidate's codes read as the champion's
     assert not np.allclose(e_naive, e_champ, atol=1e-3)
-    e_cand, _ = _energies(cand, x[:200], frame.attrs)
+    e_cand, _ = _energies(cand, x[:200], win)
     assert np.allclose(e_cand, raw_energies(cand, rows), atol=1e-5)
 
 
@@ -48,8 +48,8 @@ def test_a_recent_window_of_raw_texts_is_encoded_for_each_model(tmp_path):
     rows = [["tcp", "80", 10.0, 0.5], ["udp", "53", 2.0, 1.0], ["sctp", "9", 2.0, 1.0]]  # sctp: unseen
     recent = tmp_path / "recent.parquet"
     pd.DataFrame(rows, columns=FEATURES).assign(energy=0.0).to_parquet(recent)
-    frame, x, _holdout, _ = window(cand_settings, str(recent))
-    e, _ = _energies(cand, x, frame.attrs)
+    win = window(cand_settings, str(recent))
+    e, _ = _energies(cand, win.x, win)
     assert np.allclose(e, raw_energies(cand, rows), atol=1e-5)
 
 

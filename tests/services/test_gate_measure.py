@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ebmops.core.settings import load_settings
-from ebmops.services.gate import GateSubjects, measure
+from ebmops.services.gate import GateSubjects, GateWindow, measure
 from tests.conftest import make_synthetic
 from training import export_torchscript, fit
 
@@ -27,12 +27,12 @@ def test_feature_drift_and_energy_shift_see_only_the_windows_normal_events(tmp_p
                             workdir=tmp_path, candidate_path=path, champion_path=None,
                             calibration_energies=out.calibration_energies, training_sample_path=sample)
     window = pd.DataFrame(x, columns=features)
-    m = measure(subjects, s, {}, window, x, (x, y), "holdout")
+    m = measure(subjects, s, {}, GateWindow(window, x, (x, y), "holdout"))
     assert m.feature_drift_share == 0.0 and m.drifted_features == []  # the attacks are not drift
     assert m.energy_n_current == int((y == 0).sum())
     assert m.candidate_detection.n_positive == 900  # they count where they belong: detection quality
     # the same events as unlabelled live traffic (a hotfix's window): every event is the window
-    live = measure(subjects, s, {}, window, x, None, "live")
+    live = measure(subjects, s, {}, GateWindow(window, x, None, "live"))
     assert live.feature_drift_share > 0.5 and live.energy_n_current == len(x)
 
 
