@@ -27,6 +27,7 @@ re-signs a document before half its lifetime (``sync.desired_ttl_s``) is gone.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
@@ -40,9 +41,23 @@ from registry.signing import SigningKey, sign_document, verify_document
 DESIRED_TYPE = "ebmops.desired-state/1"
 
 
+DESIRED_PREFIX = "desired/"
+
+
 def desired_key(model: str) -> str:
     """Store key of ``model``'s desired-state document."""
-    return f"desired/{model}.json"
+    return f"{DESIRED_PREFIX}{model}.json"
+
+
+def desired_models(store: ObjectStore) -> list[str]:
+    """The models with a desired-state document in ``store`` (sorted; keys that are no model name skipped).
+    Raises the store's StoreError when it cannot be listed."""
+    names = []
+    for k in store.list(DESIRED_PREFIX):
+        name = k[len(DESIRED_PREFIX):]
+        if name.endswith(".json") and "/" not in name and re.match(NAME_PATTERN, name[:-len(".json")]):
+            names.append(name[:-len(".json")])
+    return sorted(names)
 
 
 class DesiredState(BaseModel):

@@ -57,6 +57,7 @@ from starlette.requests import ClientDisconnect
 
 from ebmops.core.errors import ConfigError, StoreError
 from ebmops.core.settings import REGION_NAME_PATTERN, Settings
+from registry.desired_state import desired_models
 from registry.manifest import NAME_PATTERN
 from registry.objectstore.base import ObjectStore
 from registry.signing import SigningKey
@@ -74,7 +75,6 @@ from serving.state import NodeState, Reconciler, ReconcileResult, Refusal, Servi
 log = logging.getLogger(__name__)
 JSON = "application/json"
 SCORE_PATH = "/score"
-DESIRED_PREFIX = "desired/"  # registry.desired_state.desired_key(model) is desired/<model>.json
 # A request of at most this many events that finds the micro-batcher idle is scored on the event
 # loop (MicroBatcher.inline_max_events): cheaper than the thread hand-overs for tiny batches.
 INLINE_MAX_EVENTS = 8
@@ -433,7 +433,7 @@ class Node:
         when set); returns the names added. A store that cannot be listed adds nothing: each model's
         reconcile reports the store's error."""
         try:
-            keys = self.store.list(DESIRED_PREFIX)
+            names = desired_models(self.store)
         except StoreError as e:
             (log.debug if self._list_failed else log.warning)("%s: cannot list the models in %s: %s", self.region,
                                                               self.store.description, e)
@@ -441,12 +441,8 @@ class Node:
             return []
         self._list_failed = False
         added = []
-        for k in keys:
-            name = k[len(DESIRED_PREFIX):]
-            if not name.endswith(".json"):
-                continue
-            name = name[:-len(".json")]
-            if "/" in name or not re.match(NAME_PATTERN, name) or name in self.models or not self._wanted(name):
+        for name in names:
+            if name in self.models or not self._wanted(name):
                 continue
             self._add_model(name)
             added.append(name)

@@ -35,8 +35,9 @@ def score(source: str = typer.Argument(..., help="A dataset name (a built-in one
                                                  "or a Parquet/CSV file, a directory or a glob of Parquet files."),
           out: Path = typer.Option(..., "--out", help="Output folder: one Parquet file per source partition; "
                                                       "rerunning with the same folder resumes."),
-          model: str = typer.Option(None, "--model", help="Registered model name (default: a dataset's own model, "
-                                                          "else registry.model_name)."),
+          model: str = typer.Option(None, "--model", help="Registered model name (default: a dataset's own model; for a "
+                                                          "path, the one model the region serves, or "
+                                                          "registry.model_name when configured)."),
           region: str = typer.Option(None, "--region", help="Score with this region's production version, fetched "
                                                             "from its store (default: the first of data.regions)."),
           version: str = typer.Option(None, "--version", help="Score with this version instead (fetched and "

@@ -88,15 +88,18 @@ def part_name(index: int) -> str:
 
 
 def choose_version(settings: Settings, model: str | None, region: str | None, version: str | None) -> ModelChoice:
-    """The named version, else the production (stable) version of ``region`` (default: the first region)."""
+    """The named version, else the production (stable) version of ``region`` (default: the first region).
+    ``model`` None (a path source, no ``--model``): the configured default model when the configuration
+    names one, else the one model the region's store has a desired state for; several: ModelAmbiguous."""
     from registry.desired_state import read_desired
     from registry.objectstore.factory import store_for_region
     from registry.signing import signing_key
     from serving.node import check_region
 
-    model = model or settings.registry.model_name
     region = region or settings.data.regions[0]
     check_region(settings, region)
+    if model is None:
+        model = _default_model(settings, store_for_region(settings, region), region)
     if version:
         return ModelChoice(model, str(version).removeprefix("v"), region, "named with --version")
     desired = read_desired(store_for_region(settings, region), model, signing_key(settings, verify_only=True))
@@ -105,6 +108,20 @@ def choose_version(settings: Settings, model: str | None, region: str | None, ve
                                   f"there; sync one (`ebmops sync --region {region}`) or pass --version")
     return ModelChoice(model, desired.stable_version, region,
                        f"production of {region} (desired state generation {desired.generation})")
+
+
+def _default_model(settings: Settings, store, region: str) -> str:
+    from ebmops.core.errors import ModelAmbiguous
+    from ebmops.services.models import default_named
+    from registry.desired_state import desired_models
+
+    if default_named(settings):
+        return str(settings.registry.model_name)
+    served = desired_models(store)
+    if len(served) > 1:
+        raise ModelAmbiguous(f"--model: region {region} serves several models ({', '.join(served)}) and the "
+                             "source is a path, not a dataset of one of them; name one with --model")
+    return served[0] if served else str(settings.registry.model_name)
 
 
 def load_model(settings: Settings, choice: ModelChoice):

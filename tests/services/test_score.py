@@ -57,6 +57,31 @@ def test_a_region_without_a_production_version_is_refused_with_exit_15(setup, tm
     assert not (tmp_path / "out").exists()
 
 
+def test_a_path_source_in_a_region_serving_several_models_needs_model(tmp_path):
+    from ebmops.core.errors import ModelAmbiguous
+    from registry.bundle import publish_bundle
+    from registry.desired_state import desired_models, next_desired, write_desired
+    from registry.objectstore import LocalStore
+    from registry.signing import hmac_key
+    from tests.services.score_fixtures import SECRET
+
+    own = make_setup(tmp_path / "own", partitions=1, rows=300)
+    store, key = LocalStore(own.home / "stores" / REGION, fsync=False), hmac_key(SECRET)
+    publish_bundle(store, own.models["2"], model_name="ebm-dns", version="1", features=FEATURES, threshold=0.08,
+                   gate_verdict="pass", key=key)
+    write_desired(store, next_desired(None, "ebm-dns", stable_version="1"), key)
+    assert desired_models(store) == ["ebm-dns", MODEL]
+    # a path is no dataset of either model: the command says so, names both, and writes nothing
+    with pytest.raises(ModelAmbiguous, match="ebm-dns, ebm-kdd99") as e:
+        run_all(own.settings(), own.source, tmp_path / "out", region=REGION)
+    assert e.value.exit_code == 2 and not (tmp_path / "out").exists()
+    named = run_all(own.settings(), own.source, tmp_path / "out", region=REGION, model="ebm-dns")
+    assert (named["model"], named["version"], named["threshold"]) == ("ebm-dns", "1", 0.08)
+    # a configuration that names its default model keeps scoring paths with it
+    configured = run_all(own.settings(registry={"model_name": MODEL}), own.source, tmp_path / "out2", region=REGION)
+    assert (configured["model"], configured["version"]) == (MODEL, "1")
+
+
 def test_an_output_folder_of_another_version_is_refused_and_left_alone(setup, tmp_path):
     run_all(setup.settings(), setup.source, tmp_path / "out", region=REGION)
     before = sorted(p.name for p in (tmp_path / "out").iterdir())
