@@ -1,7 +1,7 @@
 """The node's HTTP surface (FastAPI). One node process serves every model of its region: the
 default model (settings.registry.model_name) always, and each model whose signed desired state is in
-the region's store (``desired/<model>.json``, listed on every poll and reload; serving.models, when
-set, limits which). Each model has its own state, reconciler, canary split, stats, recent events,
+the region's store (``desired/<model>.json``, listed on every reload, at start and every
+serving.discover_interval_s of polls; serving.models, when set, limits which). Each model has its own state, reconciler, canary split, stats, recent events,
 metrics (label ``model``) and warm-up; a refused document or bundle of one never touches another.
 
     POST /score                     the default model: energies, anomaly flags, serving version of each event
@@ -374,6 +374,7 @@ class Node:
         # replaced whole, never changed in place: readers on the event loop iterate it while the reconcile
         # thread adds a model
         self.models: dict[str, ModelServer] = {}
+        self._listed_at = float("-inf")  # monotonic time of the last listing of the store's models
         self._was_ready = False  # every model found at start has warmed up and one served
         self.node_metrics.registry.register(EnergyShift(self.energy_shifts))
         self._add_model(self.default_model)
@@ -432,6 +433,7 @@ class Node:
         """Add a server for every model with a desired state in the store (those serving.models names,
         when set); returns the names added. A store that cannot be listed adds nothing: each model's
         reconcile reports the store's error."""
+        self._listed_at = time.monotonic()  # a store that cannot be listed is tried again at the next interval
         try:
             names = desired_models(self.store)
         except StoreError as e:
@@ -473,15 +475,17 @@ class Node:
         if self._reconcile_pool is not None:
             self._reconcile_pool.shutdown(wait=False, cancel_futures=True)
 
-    async def reconcile(self, model: str | None = None) -> dict[str, ReconcileResult]:
+    async def reconcile(self, model: str | None = None, *, poll: bool = False) -> dict[str, ReconcileResult]:
         """Find new models, then reconcile ``model`` (UnknownModel if not served) or every model, in the
         reconcile thread (verification and model loading block). A failure of one model's reconcile is
-        counted and logged and never keeps another's from running."""
+        counted and logged and never keeps another's from running. ``poll``: a poll lists the store's
+        models only once serving.discover_interval_s has passed since the last listing."""
         assert self._reconcile_pool is not None
-        return await asyncio.get_running_loop().run_in_executor(self._reconcile_pool, self._reconcile, model)
+        return await asyncio.get_running_loop().run_in_executor(self._reconcile_pool, self._reconcile, model, poll)
 
-    def _reconcile(self, model: str | None) -> dict[str, ReconcileResult]:
-        self.discover()
+    def _reconcile(self, model: str | None, poll: bool = False) -> dict[str, ReconcileResult]:
+        if not poll or time.monotonic() - self._listed_at >= self.cfg.discover_interval_s:
+            self.discover()
         servers = [self.model(model)] if model is not None else list(self.models.values())
         out: dict[str, ReconcileResult] = {}
         for server in servers:
@@ -499,7 +503,7 @@ class Node:
     async def _poll(self) -> None:
         while True:
             try:
-                await self.reconcile()
+                await self.reconcile(poll=True)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the poll loop must survive anything

@@ -390,6 +390,10 @@ class ServingSettings(BaseModel):
                     "headless Service); default http://<host>:<base_port + i>.")
     poll_interval_s: float = Field(default=2.0, gt=0,
                                    description="Seconds between reads of the region's desired state by a node.")
+    discover_interval_s: float = Field(default=60.0, gt=0,
+                                       description="Polls list the region's store for models new to the node at most "
+                                                   "this often (a LIST request is the dearest on S3); POST "
+                                                   "/admin/reload, which a sync sends, and a node's start always list.")
     models: list[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.=+-]{0,127}$")]] | None = Field(
         default=None, description="Models a node serves besides registry.model_name (always served); unset: every "
                                   "model with a desired state in the region's store.")

@@ -332,10 +332,35 @@ def test_the_control_plane_addresses_the_model_its_settings_name(tmp_path, node_
         assert generation_floors(other, [REGION]) == {REGION: 0}
 
 
+def test_polls_list_the_store_once_an_interval_and_a_reload_at_once(tmp_path, store, key, node_factory):
+    """A LIST is the dearest S3 request: polls list the store's models once a discover interval, while a
+    reload (what a sync sends) finds a new model at once."""
+    from ebmops.core.waiting import wait_until
+
+    publish(store, key, tmp_path, "1")
+    set_desired(store, key, "1")
+    calls: list[str] = []
+    real_list, real_get = store.list, store.get_bytes
+    store.list = lambda prefix="": (calls.append("list " + prefix), real_list(prefix))[1]
+    store.get_bytes = lambda k: (calls.append("get " + k), real_get(k))[1]
+    settings = load_settings(home=tmp_path / "home", serving={"poll_interval_s": 0.02, "discover_interval_s": 3600})
+    with node_factory(settings=settings) as n:
+        n.wait_ready()
+        publish_dns(store, key, tmp_path, "1")
+        desire_dns(store, key, "1")
+        polls = calls.count("get " + desired_key(MODEL))
+        # twenty more polls (each reads the default model's desired state) after the new model's document
+        wait_until(lambda: calls.count("get " + desired_key(MODEL)) >= polls + 20, timeout_s=30, what="20 polls")
+        assert calls.count("list desired/") == 1, calls[:10]  # the node's start only
+        assert n.client.get(f"/v1/models/{DNS}").status_code == 404
+        assert n.client.post("/admin/reload").status_code == 200
+        assert calls.count("list desired/") == 2 and n.client.get(f"/v1/models/{DNS}").status_code == 200
+
+
 def test_the_poll_loop_picks_up_a_model_synced_later(tmp_path, store, key, node_factory):
     publish(store, key, tmp_path, "1")
     set_desired(store, key, "1")
-    settings = load_settings(home=tmp_path / "home", serving={"poll_interval_s": 0.1})
+    settings = load_settings(home=tmp_path / "home", serving={"poll_interval_s": 0.1, "discover_interval_s": 0.1})
     with node_factory(settings=settings) as n:
         n.wait_ready()
         publish_dns(store, key, tmp_path, "1")
