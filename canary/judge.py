@@ -228,8 +228,8 @@ def classify(name: str, canary: Sequence[float] | np.ndarray | None, stable: Seq
 
     ``expected``: (canary, stable) rates each version should show on normal traffic (from its
     calibration), for ``rate_ratio`` metrics; for ``energy_shift`` metrics, each version's calibration
-    energies in the samples' gauge (see "Energies" in the module docstring); ``power``: the power the window needs against the
-    metric's ``power_effect`` before it may pass (0: no power rule)."""
+    energies in the samples' gauge (see "Energies" in the module docstring); ``power``: the power the
+    window needs against the metric's ``power_effect`` before it may pass (0: no power rule)."""
     c, c_bad = _finite(canary)
     s, s_bad = _finite(stable)
     min_n = cfg.min_samples or default_min_samples

@@ -1,8 +1,9 @@
 """The node's HTTP surface (FastAPI). One node process serves every model of its region: the
 default model (settings.registry.model_name) always, and each model whose signed desired state is in
 the region's store (``desired/<model>.json``, listed on every reload, at start and every
-serving.discover_interval_s of polls; serving.models, when set, limits which). Each model has its own state, reconciler, canary split, stats, recent events,
-metrics (label ``model``) and warm-up; a refused document or bundle of one never touches another.
+serving.discover_interval_s of polls; serving.models, when set, limits which). Each model has its own
+state, reconciler, canary split, stats, recent events, metrics (label ``model``) and warm-up; a
+refused document or bundle of one never touches another.
 
     POST /score                     the default model: energies, anomaly flags, serving version of each event
     POST /v1/models/{model}/score   the same for ``model``

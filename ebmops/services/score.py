@@ -98,11 +98,12 @@ def choose_version(settings: Settings, model: str | None, region: str | None, ve
 
     region = region or settings.data.regions[0]
     check_region(settings, region)
+    store = store_for_region(settings, region)
     if model is None:
-        model = _default_model(settings, store_for_region(settings, region), region)
+        model = _default_model(settings, store, region)
     if version:
         return ModelChoice(model, str(version).removeprefix("v"), region, "named with --version")
-    desired = read_desired(store_for_region(settings, region), model, signing_key(settings, verify_only=True))
+    desired = read_desired(store, model, signing_key(settings, verify_only=True))
     if desired is None:
         raise NoProductionVersion(f"region {region} has no desired state for model {model}: no version was synced "
                                   f"there; sync one (`ebmops sync --region {region}`) or pass --version")
